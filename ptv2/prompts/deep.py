@@ -95,3 +95,41 @@ class PrefixInjector:
         hidden_states = args[0] if args else kwargs["hidden_states"]
         kwargs["prefix_kv"] = self.prompt.layer_kv(self.layer, hidden_states.shape[0])
         return args, kwargs
+
+
+def resolve_depth_range(select: str, num_layers: int, k: int | None = None, layers: str | None = None) -> list[int]:
+    """0-based layer indices from the paper's 1-based inclusive notation.
+
+    ``layers="17-24"`` (an explicit interval) wins; else ``select`` is ``all``, ``top`` (the k last
+    layers, the paper's "descending" [L-k+1, L]) or ``bottom`` (the k first, "ascending" [1, k]).
+    """
+    from ptv2.errors import UserError
+
+    if layers not in (None, "", "all"):
+        try:
+            first, last = (int(x) for x in str(layers).split("-"))
+        except ValueError:
+            raise UserError(f"depth_range.layers={layers!r}: write an interval like 17-24 (1-based, inclusive)") from None
+        if not 1 <= first <= last <= num_layers:
+            raise UserError(f"depth_range.layers={layers} is outside the model's layers 1-{num_layers}")
+        return list(range(first - 1, last))
+    if select == "all" or layers == "all":
+        return list(range(num_layers))
+    if select in ("top", "bottom"):
+        if k is None or not 1 <= k <= num_layers:
+            raise UserError(f"depth_range.k={k} must be between 1 and the model's {num_layers} layers")
+        return list(range(num_layers - k, num_layers)) if select == "top" else list(range(k))
+    raise UserError(f"depth_range.select={select!r}: use all, top or bottom")
+
+
+def format_depth_range(layers: list[int]) -> str:
+    """The paper's notation for contiguous 0-based layers: [20, 21, 22, 23] -> "21-24"."""
+    return f"{layers[0] + 1}-{layers[-1] + 1}" if layers else ""
+
+
+def attach_deep_prompt(backbone, prompt: DeepPrompt) -> list:
+    """Hook the prompt into each chosen layer's self-attention; returns the hook handles."""
+    return [
+        backbone.self_attention(layer).register_forward_pre_hook(PrefixInjector(prompt, layer), with_kwargs=True)
+        for layer in prompt.layers
+    ]

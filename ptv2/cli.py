@@ -1,0 +1,92 @@
+"""`ptv2-train`: the Hydra app. Composes conf/, runs one training (or one job of a -m sweep).
+
+User errors print one line and exit 2. In a sweep a failing job is recorded as failed in its run
+directory and the sweep goes on; the command exits 1 at the end if any job failed.
+"""
+
+from __future__ import annotations
+
+import sys
+import traceback
+from pathlib import Path
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from omegaconf import DictConfig
+
+from ptv2.errors import UserError
+
+CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
+_failed_jobs: list[str] = []
+
+
+def _check_choices(argv: list[str]) -> None:
+    """Unknown config choices (task=foo) as one line, before Hydra's multi-line composition error."""
+    for arg in argv:
+        key, sep, value = arg.partition("=")
+        group = key.lstrip("+~")
+        if not sep or group.startswith("hydra") or not (CONF_DIR / group).is_dir():
+            continue
+        options = sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml"))
+        for choice in value.split(","):
+            if choice and choice not in options:
+                raise UserError(f"unknown {group} {choice!r}; choose from: {', '.join(options)}")
+
+
+def _record_failure(cfg: DictConfig, error: BaseException) -> None:
+    """Mark the job failed in its run directory, keeping any epochs it finished; never touch a done run."""
+    from ptv2.results import read_metrics, run_dir, write_json
+
+    try:
+        directory = run_dir(cfg)
+    except Exception:  # the config itself is broken: nothing to name a directory after
+        return
+    previous = read_metrics(directory) or {}
+    if previous.get("status") == "done":
+        return
+    message = str(error).splitlines()[0] if str(error) else type(error).__name__
+    write_json(directory / "metrics.json", previous | {"status": "failed", "error": f"{type(error).__name__}: {message}"})
+
+
+@hydra.main(version_base=None, config_path=str(CONF_DIR), config_name="config")
+def _app(cfg: DictConfig) -> None:
+    from ptv2.results import run_dir
+    from ptv2.train import run
+
+    hydra_cfg = HydraConfig.get()
+    sweeping = hydra_cfg.mode == RunMode.MULTIRUN
+    try:
+        run(cfg, overrides=list(hydra_cfg.overrides.task))
+    except Exception as error:
+        if sweeping or run_dir(cfg).exists():
+            _record_failure(cfg, error)
+        if not sweeping:
+            if isinstance(error, UserError):  # Hydra would print a traceback for anything it catches
+                _exit_with(error)
+            raise
+        _failed_jobs.append(" ".join(hydra_cfg.overrides.task))
+        detail = str(error) if isinstance(error, UserError) else traceback.format_exc()
+        print(f"ptv2-train: job failed ({_failed_jobs[-1]}): {detail}", file=sys.stderr)
+        return
+    print(f"metrics: {run_dir(cfg) / 'metrics.json'}")
+
+
+def _exit_with(error: UserError) -> None:
+    print(f"ptv2-train: error: {error}", file=sys.stderr)
+    sys.exit(2)
+
+
+def main() -> None:
+    try:
+        _check_choices(sys.argv[1:])
+    except UserError as error:
+        _exit_with(error)
+    _app()
+    if _failed_jobs:
+        print(f"ptv2-train: {len(_failed_jobs)} sweep job(s) failed: {'; '.join(_failed_jobs)}", file=sys.stderr)
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

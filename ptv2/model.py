@@ -1,0 +1,65 @@
+"""The model one run trains: backbone (frozen or not) + optional prompts + head."""
+
+from __future__ import annotations
+
+import torch
+from omegaconf import DictConfig
+from torch import nn
+
+from ptv2.backbone import Backbone
+from ptv2.errors import UserError
+from ptv2.heads import HEADS
+from ptv2.prompts.deep import DeepPrompt, attach_deep_prompt, resolve_depth_range
+
+
+class PromptedModel(nn.Module):
+    def __init__(self, backbone: Backbone, head: nn.Module, prompt: nn.Module | None = None) -> None:
+        super().__init__()
+        self.encoder = backbone.encoder
+        self.prompt = prompt
+        self.head = head
+        if isinstance(prompt, DeepPrompt):
+            attach_deep_prompt(backbone, prompt)
+
+    def forward(self, batch: dict) -> torch.Tensor:
+        input_ids = batch["input_ids"]
+        flat = input_ids.dim() == 3  # multiple choice: [B, C, T] -> [B*C, T]
+        inputs = {k: batch[k] for k in ("input_ids", "attention_mask", "token_type_ids") if k in batch}
+        if flat:
+            inputs = {k: v.flatten(0, 1) for k, v in inputs.items()}
+        mask = inputs.pop("attention_mask")
+        # 4-D boolean mask goes through transformers untouched; no padding -> no mask (flash-eligible).
+        inputs["attention_mask"] = mask[:, None, None, :].bool() if batch.get("padded", True) else None
+        hidden = self.encoder(**inputs).last_hidden_state
+        return self.head(hidden, batch)
+
+    def loss(self, logits: torch.Tensor, batch: dict) -> torch.Tensor:
+        return self.head.loss(logits, batch)
+
+
+def build_model(cfg: DictConfig, backbone: Backbone, num_labels: int, head_kind: str) -> PromptedModel:
+    """Freeze, prompt and head the backbone as the method says (pt2 | ft)."""
+    method = cfg.method.name
+    config = backbone.config
+    if cfg.method.freeze_backbone:
+        backbone.encoder.requires_grad_(False)
+    prompt = None
+    if cfg.method.prompt == "deep":
+        if cfg.prompt_length is None or int(cfg.prompt_length) <= 0:
+            raise UserError(f"prompt_length={cfg.prompt_length} must be a positive integer for method={method}")
+        layers = resolve_depth_range(
+            cfg.depth_range.select, config.num_hidden_layers, cfg.depth_range.get("k"), cfg.depth_range.get("layers")
+        )
+        prompt = DeepPrompt(
+            layers,
+            int(cfg.prompt_length),
+            config.num_attention_heads,
+            config.hidden_size // config.num_attention_heads,
+            reparam=cfg.reparam.type,
+            mlp_hidden_size=cfg.reparam.get("hidden_size", 512),
+            dropout=cfg.train.dropout,
+        )
+    if head_kind not in HEADS:
+        raise UserError(f"head={head_kind!r} is not one of {sorted(HEADS)}")
+    head = HEADS[head_kind](config.hidden_size, num_labels, dropout=cfg.train.dropout)
+    return PromptedModel(backbone, head, prompt)

@@ -1,0 +1,91 @@
+"""Run directories and atomic result files (schema: docs/metrics.md)."""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import math
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+SCHEMA_VERSION = 1
+# Keys that do not change what a run computes: where things live, how many workers load data, whether
+# to redo a finished run. Everything else is part of the run's identity.
+_NOT_IDENTITY = ("results", "data.root", "model.path", "train.num_workers", "hydra")
+
+
+def _identity(cfg: DictConfig) -> dict:
+    plain = OmegaConf.to_container(cfg, resolve=True)
+    for dotted in _NOT_IDENTITY:
+        *parents, leaf = dotted.split(".")
+        node = plain
+        for part in parents:
+            node = node.get(part, {}) if isinstance(node, dict) else {}
+        if isinstance(node, dict):
+            node.pop(leaf, None)
+    return plain
+
+
+def run_key(cfg: DictConfig) -> str:
+    """Short stable hash of everything that determines a run's result (seed included)."""
+    blob = json.dumps(_identity(cfg), sort_keys=True, default=str)
+    return f"s{cfg.seed}-{hashlib.sha1(blob.encode()).hexdigest()[:10]}"
+
+
+def run_dir(cfg: DictConfig) -> Path:
+    group = cfg.results.get("experiment") or "runs"
+    return Path(cfg.results.root) / group / cfg.task.name / cfg.model.name / cfg.method.name / run_key(cfg)
+
+
+def _json_safe(value: Any) -> Any:
+    """NaN/inf are not JSON: metrics of an empty subset (e.g. SQuAD 2.0 has-answer) become null."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_safe(v) for v in value]
+    return value
+
+
+def write_atomic(path: Path, data: str | bytes) -> None:
+    """Write to a temporary file in the same folder, then rename: readers never see half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data.encode() if isinstance(data, str) else data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_json(path: Path, obj: Any) -> None:
+    write_atomic(path, json.dumps(_json_safe(obj), indent=2, sort_keys=False) + "\n")
+
+
+def read_metrics(directory: Path) -> dict | None:
+    path = directory / "metrics.json"
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+
+
+def write_curves(path: Path, epochs: list[dict]) -> None:
+    """curves.csv: epoch, train_loss, lr, then one `<split>/<metric>` column per evaluated metric."""
+    columns = sorted({f"{split}/{name}" for e in epochs for split, m in e["metrics"].items() for name in m})
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(["epoch", "train_loss", "lr", *columns])
+    for e in epochs:
+        values = {f"{split}/{name}": v for split, m in e["metrics"].items() for name, v in m.items()}
+        writer.writerow([e["epoch"], e["train_loss"], e["lr"], *(values.get(c, "") for c in columns)])
+    write_atomic(path, buffer.getvalue())

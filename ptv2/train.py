@@ -1,0 +1,247 @@
+"""The one training loop: every task, backbone and method runs through ``run``.
+
+Read top to bottom: prepare data -> build model -> train epochs (eval each epoch, keep the best dev
+epoch as the paper reports it) -> write the run directory.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import random
+import resource
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import torch
+import transformers
+from omegaconf import DictConfig, OmegaConf
+from safetensors.torch import save as safetensors_bytes
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+
+import ptv2
+from ptv2.backbone import count_parameters, load_backbone
+from ptv2.data import LengthGroupedSampler, collate, feature_length
+from ptv2.errors import UserError
+from ptv2.model import PromptedModel, build_model
+from ptv2.prompts.deep import DeepPrompt, format_depth_range
+from ptv2.results import SCHEMA_VERSION, read_metrics, run_dir, write_atomic, write_curves, write_json
+from ptv2.tasks.base import Task, build_task
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def encode_split(task: Task, split: str, limit: int | None) -> tuple[list[dict], list[dict]]:
+    records = task.read(split)
+    if limit:
+        records = records[:limit]
+    features = [f for i, r in enumerate(records) for f in task.encode(r, i, split)]
+    if not features:
+        raise UserError(f"task={task.name} split {split} has no examples")
+    return records, features
+
+
+def _loader(features, batch_size, pad_id, shuffle, seed, group_by_length, num_workers) -> DataLoader:
+    collate_fn = functools.partial(collate, pad_token_id=pad_id)
+    if shuffle and group_by_length:
+        sampler = LengthGroupedSampler([feature_length(f) for f in features], batch_size, seed)
+        return DataLoader(features, batch_sampler=sampler, collate_fn=collate_fn, num_workers=num_workers)
+    generator = torch.Generator().manual_seed(seed)
+    return DataLoader(
+        features, batch_size, shuffle=shuffle, generator=generator, collate_fn=collate_fn, num_workers=num_workers
+    )
+
+
+def _to(batch: dict, device: torch.device) -> dict:
+    return {k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
+
+
+@torch.no_grad()
+def predict(model: PromptedModel, loader: DataLoader, device, amp_dtype) -> list[torch.Tensor]:
+    """Head outputs per feature (float32, CPU); per-token outputs cut to the feature's real length."""
+    model.eval()
+    outputs: list[torch.Tensor] = []
+    for batch in loader:
+        batch = _to(batch, device)
+        with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
+            logits = model(batch).float().cpu()
+        if logits.dim() == 3 and batch["input_ids"].dim() == 2:
+            lengths = batch["attention_mask"].sum(-1).tolist()
+            outputs += [row[:n] for row, n in zip(logits, lengths, strict=True)]
+        else:
+            outputs += list(logits)
+    return outputs
+
+
+def _scheduler(optimizer, cfg: DictConfig, steps_per_epoch: int):
+    total = steps_per_epoch * cfg.train.epochs
+    if cfg.train.schedule == "linear":
+        warmup = int(cfg.train.warmup_ratio * total)
+        return torch.optim.lr_scheduler.LambdaLR(
+            optimizer, lambda s: s / max(1, warmup) if s < warmup else max(0.0, (total - s) / max(1, total - warmup))
+        ), "step"
+    if cfg.train.schedule == "exponential":  # the official NER/SRL/QA scripts: gamma per epoch
+        return torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=cfg.train.gamma), "epoch"
+    if cfg.train.schedule == "constant":
+        return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 1.0), "step"
+    raise UserError(f"train.schedule={cfg.train.schedule!r}: use linear, exponential or constant")
+
+
+def _device(cfg: DictConfig) -> torch.device:
+    if cfg.train.device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(cfg.train.device)
+
+
+def _peak_memory_mb(device: torch.device) -> float:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # process peak RSS (KiB on Linux)
+
+
+def _save_prompt_head(path: Path, model: PromptedModel) -> None:
+    """The per-task artifact: trainable prompt parameters, the computed prefix k/v, and the head."""
+    tensors = {f"head.{k}": v for k, v in model.head.state_dict().items()}
+    if model.prompt is not None:
+        tensors |= {f"prompt.{k}": v for k, v in model.prompt.state_dict().items()}
+        if isinstance(model.prompt, DeepPrompt):
+            tensors["prompt.computed_prefix"] = model.prompt.computed_prefix()
+    data = {k: v.detach().float().cpu().contiguous() for k, v in tensors.items()}
+    write_atomic(path, safetensors_bytes(data))
+
+
+def run(cfg: DictConfig, overrides: list[str] | None = None) -> dict:
+    """Train and evaluate one configuration; returns the metrics.json content."""
+    out = run_dir(cfg)
+    previous = read_metrics(out)
+    if previous and previous.get("status") == "done" and not cfg.results.force:
+        print(f"already done (results.force=true to redo): {out / 'metrics.json'}")
+        return previous
+    started = time.time()
+    seed_everything(cfg.seed)
+    device = _device(cfg)
+    amp_dtype = torch.bfloat16 if device.type == "cuda" and cfg.train.precision == "bf16" else None
+
+    head_kind = cfg.head or cfg.task.head
+    backbone = load_backbone(cfg.model, cfg.train.attention, cfg.train.dropout, with_lm_head=head_kind == "verbalizer")
+    task = build_task(cfg.task, cfg.data.root, backbone.tokenizer)
+    train_records, train_features = encode_split(task, "train", cfg.data.max_train_samples)
+    evals = {s: encode_split(task, s, cfg.data.max_eval_samples) for s in cfg.task.eval_splits}
+
+    model = build_model(cfg, backbone, task.num_labels, head_kind).to(device)
+    if cfg.method.freeze_backbone and device.type == "cuda" and cfg.train.precision == "bf16":
+        model.encoder.to(torch.bfloat16)  # frozen weights need no fp32 master copy
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(
+        trainable, lr=cfg.train.lr, weight_decay=cfg.train.weight_decay, fused=device.type == "cuda"
+    )
+    pad_id = backbone.tokenizer.pad_token_id
+    train_loader = _loader(
+        train_features, cfg.train.batch_size, pad_id, True, cfg.seed, cfg.train.group_by_length, cfg.train.num_workers
+    )
+    eval_loaders = {
+        s: _loader(f, cfg.train.eval_batch_size, pad_id, False, cfg.seed, False, cfg.train.num_workers)
+        for s, (_, f) in evals.items()
+    }
+    scheduler, step_every = _scheduler(optimizer, cfg, len(train_loader))
+
+    params = {"backbone": count_parameters(model.encoder), "trainable": sum(p.numel() for p in trainable)}
+    params["stored"] = count_parameters(model.head) + (
+        model.prompt.stored_parameter_count() if isinstance(model.prompt, DeepPrompt) else 0
+    )
+    if not cfg.method.freeze_backbone:
+        params["stored"] = params["trainable"]
+    params |= {f"{k}_pct": 100 * params[k] / params["backbone"] for k in ("trainable", "stored")}
+    layers = model.prompt.layers if isinstance(model.prompt, DeepPrompt) else []
+    record = {
+        "schema_version": SCHEMA_VERSION,
+        "status": "running",
+        "error": None,
+        "task": task.name,
+        "family": cfg.task.family,
+        "model": cfg.model.name,
+        "method": cfg.method.name,
+        "head": head_kind,
+        "prompt_length": int(cfg.prompt_length) if cfg.method.prompt != "none" else None,
+        "reparam": cfg.reparam.type if cfg.method.prompt == "deep" else None,
+        "depth_range": format_depth_range(layers),
+        "num_layers": backbone.num_layers,
+        "seed": int(cfg.seed),
+        "experiment": cfg.results.get("experiment"),
+        "stage1_run": None,
+        "primary_metric": cfg.task.primary_metric,
+        "report_split": cfg.task.report_split,
+        "splits": list(cfg.task.eval_splits),
+        "best_epoch": None,
+        "best": None,
+        "majority_baseline": {s: task.majority_baseline(train_records, r) for s, (r, _) in evals.items()}
+        if task.majority_baseline(train_records, train_records[:1]) is not None
+        else None,
+        "epochs": [],
+        "params": params,
+        "timing": {},
+        "hparams": OmegaConf.to_container(cfg.train, resolve=True),
+        "overrides": list(overrides or []),
+        "versions": {"ptv2": ptv2.__version__, "torch": torch.__version__, "transformers": transformers.__version__},
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+    write_atomic(out / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
+
+    primary, best_score, train_tokens, train_seconds = cfg.task.primary_metric, -math.inf, 0, 0.0
+    for epoch in range(1, cfg.train.epochs + 1):
+        model.train()
+        if isinstance(train_loader.batch_sampler, LengthGroupedSampler):
+            train_loader.batch_sampler.set_epoch(epoch)
+        epoch_start, loss_sum, steps = time.time(), 0.0, 0
+        progress = tqdm(train_loader, desc=f"epoch {epoch}/{cfg.train.epochs}", leave=False, disable=not cfg.train.progress)
+        for batch in progress:
+            batch = _to(batch, device)
+            with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
+                loss = model.loss(model(batch), batch)
+            if not torch.isfinite(loss):
+                raise UserError(f"loss became {loss.item()} at epoch {epoch} step {steps + 1}: lower train.lr={cfg.train.lr}")
+            loss.backward()
+            if cfg.train.max_grad_norm:
+                torch.nn.utils.clip_grad_norm_(trainable, cfg.train.max_grad_norm)
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            if step_every == "step":
+                scheduler.step()
+            loss_sum, steps = loss_sum + loss.item(), steps + 1
+            train_tokens += int(batch["attention_mask"].sum())
+            progress.set_postfix(loss=f"{loss_sum / steps:.4f}")
+        lr = optimizer.param_groups[0]["lr"]
+        if step_every == "epoch":
+            scheduler.step()
+        train_seconds += time.time() - epoch_start
+
+        metrics = {}
+        for split, (records, features) in evals.items():
+            metrics[split] = task.metrics(records, features, predict(model, eval_loaders[split], device, amp_dtype))
+        record["epochs"].append({"epoch": epoch, "train_loss": loss_sum / max(1, steps), "lr": lr, "metrics": metrics})
+        score = metrics["dev"][primary]
+        if score > best_score:
+            best_score = score
+            record["best_epoch"], record["best"] = epoch, metrics
+            _save_prompt_head(out / "prompt_head.safetensors", model)
+        shown = ", ".join(f"{s} {primary} {m[primary]:.2f}" for s, m in metrics.items() if primary in m)
+        tqdm.write(f"epoch {epoch}: train loss {loss_sum / max(1, steps):.4f}, {shown} (best {best_score:.2f} @ {record['best_epoch']})")
+        record["timing"] = {
+            "wall_s": time.time() - started,
+            "train_s": train_seconds,
+            "train_tokens_per_s": train_tokens / max(train_seconds, 1e-9),
+            "peak_memory_mb": _peak_memory_mb(device),
+        }
+        write_curves(out / "curves.csv", record["epochs"])
+        write_json(out / "metrics.json", record)
+
+    record["status"] = "done"
+    write_json(out / "metrics.json", record)
+    return record
