@@ -69,6 +69,8 @@ def _build_tiny(cfg: DictConfig, attn: str, with_lm_head: bool):
 def load_backbone(cfg: DictConfig, attention: str = "sdpa", dropout: float | None = None, with_lm_head: bool = False) -> Backbone:
     """Build the backbone named by a `model/` config; `attention` is the stock kernel family (sdpa | eager)."""
     attn = ATTENTION_IMPLEMENTATIONS[attention]
+    if with_lm_head and not cfg.get("has_lm_head", True):  # before loading: no point reading the weights
+        raise UserError(f"model={cfg.name} ships no masked-LM head: the verbalizer head needs one (use head=cls)")
     overrides = {} if dropout is None else {"hidden_dropout_prob": dropout}
     if cfg.get("tiny") and not cfg.get("path"):
         model, tokenizer = _build_tiny(cfg, attn, with_lm_head)
@@ -88,26 +90,22 @@ def load_backbone(cfg: DictConfig, attention: str = "sdpa", dropout: float | Non
         model_cls = AutoModelForMaskedLM if with_lm_head else AutoModel
         try:
             tokenizer = AutoTokenizer.from_pretrained(source)
-            model = model_cls.from_pretrained(source, attn_implementation=attn, **overrides)
+            model, info = model_cls.from_pretrained(
+                source, attn_implementation=attn, output_loading_info=True, **overrides
+            )
         except OSError as err:
             raise UserError(f"cannot load model={cfg.name} from {source}: {str(err).splitlines()[0]}") from err
+        if with_lm_head and any(key.split(".")[0] in ("cls", "lm_head") for key in info.get("missing_keys", ())):
+            # the checkpoint has no MLM weights (e.g. a sentence-embedding model): the LM head would be random
+            raise UserError(f"model={cfg.name} ships no masked-LM head: the verbalizer head needs one (use head=cls)")
     if with_lm_head:
         encoder = model.base_model
         lm_head = next(m for name, m in model.named_children() if m is not encoder and name in ("cls", "lm_head"))
-        if not _lm_head_is_trained(model, cfg):
-            raise UserError(f"model={cfg.name} ships no masked-LM head: the verbalizer head needs one (use head=cls)")
     else:
         encoder, lm_head = model, None
     if hasattr(encoder, "pooler"):
         encoder.pooler = None  # heads read the [CLS] hidden state; roberta-large ships no trained pooler
     return Backbone(encoder=encoder, tokenizer=tokenizer, lm_head=lm_head)
-
-
-def _lm_head_is_trained(model: nn.Module, cfg: DictConfig) -> bool:
-    """A checkpoint without MLM weights (e.g. a sentence-embedding model) would leave the LM head random."""
-    if cfg.get("tiny") and not cfg.get("path"):
-        return True
-    return bool(getattr(cfg, "has_lm_head", True))
 
 
 def count_parameters(module: nn.Module, trainable_only: bool = False) -> int:
