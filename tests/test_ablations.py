@@ -38,7 +38,11 @@ def _model(*overrides: str, num_labels: int = 2):
 
 
 def _batch(tokenizer, num: int = 3) -> dict:
-    texts = [("The quick brown fox", "jumps over the lazy dog."), ("A dog sleeps.", "The sun."), ("Is it true?", "Yes")]
+    texts = [
+        ("The quick brown fox", "jumps over the lazy dog."),
+        ("A dog sleeps.", "The sun."),
+        ("Is it true?", "Yes"),
+    ]
     features = [dict(tokenizer(a, b)) | {"labels": i % 2} for i, (a, b) in enumerate(texts[:num])]
     return collate(features, tokenizer.pad_token_id)
 
@@ -75,7 +79,9 @@ def _reference_hidden(encoder, prompt: torch.Tensor, batch: dict, arch: str) -> 
     else:
         positions = torch.arange(ids.shape[1]).expand_as(ids)
     types = batch.get("token_type_ids", torch.zeros_like(ids))
-    x = emb.LayerNorm(emb.word_embeddings(ids) + emb.position_embeddings(positions) + emb.token_type_embeddings(types))
+    x = emb.LayerNorm(
+        emb.word_embeddings(ids) + emb.position_embeddings(positions) + emb.token_type_embeddings(types)
+    )
     P = prompt.shape[0]
     x = torch.cat([x[:, :1], prompt.expand(ids.shape[0], -1, -1), x[:, 1:]], 1)
     full_mask = torch.cat([mask[:, :1], torch.ones(ids.shape[0], P, dtype=mask.dtype), mask[:, 1:]], 1)
@@ -111,11 +117,14 @@ def test_pt_token_head_sees_only_real_tokens_and_token_types_matter():
         assert out.shape == (*batch["input_ids"].shape, 5)  # per real token, offsets unchanged
         real = batch["attention_mask"].bool()
         torch.testing.assert_close(out[real], ref[real], rtol=1e-5, atol=1e-5)
-        # token types reach the embeddings as in the stock model
+        # token types reach the embeddings as in the stock model: flipping them changes the output, as the
+        # reference (which adds the type embeddings by hand) says it must
         flipped = dict(batch, token_type_ids=1 - batch["token_type_ids"])
-        stock = model.encoder(input_ids=batch["input_ids"], token_type_ids=flipped["token_type_ids"])
-        assert not torch.allclose(model(flipped)[real], out[real])
-        assert stock.last_hidden_state.shape[1] == batch["input_ids"].shape[1] + 4  # the hook inserts P
+        ref_flipped = model.head.classifier(
+            _reference_hidden(model.encoder, model.prompt.embedding, flipped, "bert")
+        )
+        torch.testing.assert_close(model(flipped)[real], ref_flipped[real], rtol=1e-5, atol=1e-5)
+        assert not torch.allclose(model(flipped)[real], out[real], atol=1e-3)
 
 
 def test_pt_rejects_non_positive_length_and_unsupported_arch():
@@ -131,8 +140,14 @@ def test_pt_rejects_non_positive_length_and_unsupported_arch():
 def _checkpoint(tmp_path: Path, kind: str, with_lm_head: bool) -> Path:
     tokenizer = build_tiny_tokenizer(kind)
     config = AutoConfig.for_model(
-        kind, vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id, hidden_size=32, num_hidden_layers=2,
-        num_attention_heads=4, intermediate_size=64, max_position_embeddings=514,
+        kind,
+        vocab_size=len(tokenizer),
+        pad_token_id=tokenizer.pad_token_id,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=64,
+        max_position_embeddings=514,
     )
     torch.manual_seed(1)
     model = (AutoModelForMaskedLM if with_lm_head else AutoModel).from_config(config)
@@ -144,7 +159,13 @@ def _checkpoint(tmp_path: Path, kind: str, with_lm_head: bool) -> Path:
 @pytest.mark.parametrize("kind", ["bert", "roberta"])
 def test_verbalizer_reads_lm_head_logits_of_label_words(tmp_path, fixture_data, kind):
     path = _checkpoint(tmp_path, kind, with_lm_head=True)
-    overrides = (f"model=tiny-{kind}", f"model.path={path}", "method=ft", "head=verbalizer", "task.verbalizer=[the,was]")
+    overrides = (
+        f"model=tiny-{kind}",
+        f"model.path={path}",
+        "method=ft",
+        "head=verbalizer",
+        "task.verbalizer=[the,was]",
+    )
     cfg, backbone, model = _model(*overrides)
     tokenizer = backbone.tokenizer
     task = build_task(cfg.task, fixture_data, tokenizer)
@@ -155,7 +176,10 @@ def test_verbalizer_reads_lm_head_logits_of_label_words(tmp_path, fixture_data, 
     batch = collate(features, tokenizer.pad_token_id)
     model.eval()
     reference = AutoModelForMaskedLM.from_pretrained(path, attn_implementation="eager").eval()
-    word_ids = [tokenizer(" the", add_special_tokens=False)["input_ids"][0], tokenizer(" was", add_special_tokens=False)["input_ids"][0]]
+    word_ids = [
+        tokenizer(" the", add_special_tokens=False)["input_ids"][0],
+        tokenizer(" was", add_special_tokens=False)["input_ids"][0],
+    ]
     with torch.no_grad():
         logits = model(batch)
         inputs = {k: batch[k] for k in ("input_ids", "attention_mask", "token_type_ids") if k in batch}
@@ -180,7 +204,8 @@ def test_verbalizer_errors(tmp_path):
     with pytest.raises(UserError, match="is 3 tokens"):  # "true" is not one token in the tiny vocab
         verbalizer_token_ids(tokenizer, _cfg("task=rte").task, 2)
     assert verbalizer_token_ids(tokenizer, _cfg("task=rte", "task.verbalizer=[the,was]").task, 2) == [
-        tokenizer.convert_tokens_to_ids("the"), tokenizer.convert_tokens_to_ids("was")
+        tokenizer.convert_tokens_to_ids("the"),
+        tokenizer.convert_tokens_to_ids("was"),
     ]
     # a checkpoint without MLM weights (like all-MiniLM-L6-v2) is refused, not given a random LM head
     path = _checkpoint(tmp_path, "bert", with_lm_head=False)
@@ -193,7 +218,9 @@ def test_verbalizer_errors(tmp_path):
 
 
 def test_verbalizer_error_through_cli(tmp_path, fixture_data):
-    result = _cli("head=verbalizer", "+model.has_lm_head=false", f"data.root={fixture_data}", f"results.root={tmp_path}")
+    result = _cli(
+        "head=verbalizer", "+model.has_lm_head=false", f"data.root={fixture_data}", f"results.root={tmp_path}"
+    )
     assert result.returncode == 2
     assert result.stderr.strip().splitlines()[-1] == (
         "ptv2-train: error: model=tiny-bert ships no masked-LM head: the verbalizer head needs one (use head=cls)"
@@ -202,7 +229,10 @@ def test_verbalizer_error_through_cli(tmp_path, fixture_data):
 
 # -- depth presets -------------------------------------------------------------------------------------
 def test_depth_presets_select_expected_layers():
-    top, bottom = _cfg("depth_range=top").depth_range, _cfg("depth_range=bottom", "depth_range.k=6").depth_range
+    top, bottom = (
+        _cfg("depth_range=top").depth_range,
+        _cfg("depth_range=bottom", "depth_range.k=6").depth_range,
+    )
     assert resolve_depth_range(top.select, 24, top.k, top.layers) == [20, 21, 22, 23]
     assert format_depth_range(resolve_depth_range(top.select, 24, top.k, top.layers)) == "21-24"
     assert resolve_depth_range(bottom.select, 24, bottom.k, bottom.layers) == [0, 1, 2, 3, 4, 5]
@@ -214,8 +244,14 @@ def test_depth_presets_select_expected_layers():
 
 # -- experiments and sweeps --------------------------------------------------------------------------
 GRIDS = {
-    "table2_bert": 8 * 3, "table2_roberta": 8 * 3, "table3_ner": 3 * 3, "table3_qa": 2 * 3, "table3_srl": 2 * 3,
-    "table4": 4 * 2, "fig3_depth": 2 * 2 * 24, "fig4_length": 4 * 6 * 2,
+    "table2_bert": 8 * 3,
+    "table2_roberta": 8 * 3,
+    "table3_ner": 3 * 3,
+    "table3_qa": 2 * 3,
+    "table3_srl": 2 * 3,
+    "table4": 4 * 2,
+    "fig3_depth": 2 * 2 * 24,
+    "fig4_length": 4 * 6 * 2,
 }
 
 
@@ -226,15 +262,25 @@ def test_experiment_configs(name):
     size = 1
     for value in cfg.hydra.sweeper.params.values():
         value = str(value)
-        size *= len(range(*map(int, value[6:-1].split(",")))) if value.startswith("range(") else len(value.split(","))
+        size *= (
+            len(range(*map(int, value[6:-1].split(","))))
+            if value.startswith("range(")
+            else len(value.split(","))
+        )
     assert size == GRIDS[name]
     assert sorted(p.stem for p in (CONF_DIR / "experiment").glob("*.yaml")) == sorted(GRIDS)
 
 
 def test_sweep_writes_one_run_per_job_and_rerun_skips(tmp_path, fixture_data):
     common = [
-        f"data.root={fixture_data}", f"results.root={tmp_path}", "results.experiment=sweeptest", "train.epochs=1",
-        "train.progress=false", "data.max_train_samples=8", "data.max_eval_samples=8", "prompt_length=2",
+        f"data.root={fixture_data}",
+        f"results.root={tmp_path}",
+        "results.experiment=sweeptest",
+        "train.epochs=1",
+        "train.progress=false",
+        "data.max_train_samples=8",
+        "data.max_eval_samples=8",
+        "prompt_length=2",
     ]
     first = _cli("-m", "depth_range=top,bottom", "depth_range.k=1,3", *common)
     assert first.returncode == 0, first.stderr
@@ -259,8 +305,14 @@ def test_sweep_writes_one_run_per_job_and_rerun_skips(tmp_path, fixture_data):
 
 def test_experiment_sweep_dry_run_through_cli(tmp_path, fixture_data):
     result = _cli(
-        "-m", "+experiment=table4", "task=rte", "model=tiny-roberta", "seed=11,22", "results.dry_run=true",
-        f"data.root={fixture_data}", f"results.root={tmp_path}",
+        "-m",
+        "+experiment=table4",
+        "task=rte",
+        "model=tiny-roberta",
+        "seed=11,22",
+        "results.dry_run=true",
+        f"data.root={fixture_data}",
+        f"results.root={tmp_path}",
     )
     assert result.returncode == 0, result.stderr
     lines = [line for line in result.stdout.splitlines() if line.startswith("[to run] ")]
