@@ -217,16 +217,6 @@ def test_verbalizer_errors(tmp_path):
         load_backbone(minilm, "eager", with_lm_head=True)  # before looking for its weights
 
 
-def test_verbalizer_error_through_cli(tmp_path, fixture_data):
-    result = _cli(
-        "head=verbalizer", "+model.has_lm_head=false", f"data.root={fixture_data}", f"results.root={tmp_path}"
-    )
-    assert result.returncode == 2
-    assert result.stderr.strip().splitlines()[-1] == (
-        "ptv2-train: error: model=tiny-bert ships no masked-LM head: the verbalizer head needs one (use head=cls)"
-    )
-
-
 # -- depth presets -------------------------------------------------------------------------------------
 def test_depth_presets_select_expected_layers():
     top, bottom = (
@@ -271,51 +261,31 @@ def test_experiment_configs(name):
     assert sorted(p.stem for p in (CONF_DIR / "experiment").glob("*.yaml")) == sorted(GRIDS)
 
 
-def test_sweep_writes_one_run_per_job_and_rerun_skips(tmp_path, fixture_data):
+def test_experiment_sweep_writes_one_run_per_job_and_rerun_skips(tmp_path, fixture_data):
+    """fig3_depth through -m, its task/model/k lists replaced from the command line: top,bottom x k=1,3."""
     common = [
-        f"data.root={fixture_data}",
-        f"results.root={tmp_path}",
-        "results.experiment=sweeptest",
-        "train.epochs=1",
-        "train.progress=false",
-        "data.max_train_samples=8",
-        "data.max_eval_samples=8",
-        "prompt_length=2",
-    ]
-    first = _cli("-m", "depth_range=top,bottom", "depth_range.k=1,3", *common)
+        "+experiment=fig3_depth", "task=rte", "model=tiny-bert", f"data.root={fixture_data}",
+        f"results.root={tmp_path}", "train.epochs=1", "train.progress=false", "data.max_train_samples=8",
+        "data.max_eval_samples=8", "prompt_length=2",
+    ]  # fmt: skip
+    first = _cli("-m", *common, "depth_range.k=1,3")
     assert first.returncode == 0, first.stderr
-    runs = sorted((tmp_path / "sweeptest" / "rte" / "tiny-bert" / "pt2").glob("*/metrics.json"))
+    runs = sorted((tmp_path / "fig3_depth" / "rte" / "tiny-bert" / "pt2").glob("*/metrics.json"))
     assert len(runs) == 4
     records = [json.loads(p.read_text()) for p in runs]
-    assert all(r["status"] == "done" and r["experiment"] == "sweeptest" for r in records)
-    assert sorted(r["depth_range"] for r in records) == ["1-1", "1-3", "2-4", "4-4"]
+    assert all(r["status"] == "done" and r["experiment"] == "fig3_depth" for r in records)
+    assert sorted(r["depth_range"] for r in records) == ["1-1", "1-3", "2-4", "4-4"]  # tiny-bert: 4 layers
     mtimes = [p.stat().st_mtime_ns for p in runs]
 
-    again = _cli("-m", "depth_range=top,bottom", "depth_range.k=1,3", *common)
+    again = _cli("-m", *common, "depth_range.k=1,3")
     assert again.returncode == 0, again.stderr
     assert again.stdout.count("already done") == 4
     assert [p.stat().st_mtime_ns for p in runs] == mtimes
 
-    listing = _cli("-m", "depth_range=top,bottom", "depth_range.k=1,3,4", "results.dry_run=true", *common)
+    listing = _cli("-m", *common, "depth_range.k=1,3,4", "results.dry_run=true")
     assert listing.returncode == 0, listing.stderr
+    lines = [line for line in listing.stdout.splitlines() if line.startswith(("[done] ", "[to run] "))]
+    assert len(lines) == 6 and all(f"{tmp_path}/fig3_depth/rte/tiny-bert/pt2/s11-" in line for line in lines)
     assert listing.stdout.count("[done] ") == 4 and listing.stdout.count("[to run] ") == 2
     assert "dry run: 6 job(s): 4 done, 2 to run" in listing.stdout
-    assert len(list(tmp_path.glob("sweeptest/**/metrics.json"))) == 4  # the listing trained nothing
-
-
-def test_experiment_sweep_dry_run_through_cli(tmp_path, fixture_data):
-    result = _cli(
-        "-m",
-        "+experiment=table4",
-        "task=rte",
-        "model=tiny-roberta",
-        "seed=11,22",
-        "results.dry_run=true",
-        f"data.root={fixture_data}",
-        f"results.root={tmp_path}",
-    )
-    assert result.returncode == 0, result.stderr
-    lines = [line for line in result.stdout.splitlines() if line.startswith("[to run] ")]
-    assert len(lines) == 4  # head cls,verbalizer x seed 11,22; task and model replaced from the command line
-    assert all(f"{tmp_path}/table4/rte/tiny-roberta/pt2/s" in line for line in lines)
-    assert "dry run: 4 job(s): 4 to run" in result.stdout
+    assert len(list(tmp_path.glob("fig3_depth/**/metrics.json"))) == 4  # the listing trained nothing
