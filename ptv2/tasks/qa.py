@@ -51,7 +51,12 @@ def best_span(
     in_context = torch.tensor([o is not None for o in offsets])
     scores = start_logits[starts][:, None] + end_logits[ends][None, :]
     length = ends[None, :] - starts[:, None] + 1
-    valid = in_context[starts][:, None] & in_context[ends][None, :] & (length >= 1) & (length <= max_answer_length)
+    valid = (
+        in_context[starts][:, None]
+        & in_context[ends][None, :]
+        & (length >= 1)
+        & (length <= max_answer_length)
+    )
     if not valid.any():
         return None
     flat = scores.masked_fill(~valid, -torch.inf).argmax()
@@ -72,7 +77,9 @@ class ExtractiveQA(Task):
         self.max_answer_length = int(cfg.get("max_answer_length") or 30)
         self.version_2 = bool(cfg.get("version_2", False))
         if self.stride >= self.max_length:
-            raise UserError(f"task.stride={self.stride} must be smaller than task.max_length={self.max_length}")
+            raise UserError(
+                f"task.stride={self.stride} must be smaller than task.max_length={self.max_length}"
+            )
 
     # -- reading ---------------------------------------------------------------------------
     def read_file(self, path: Path, split: str) -> list[dict]:
@@ -118,7 +125,10 @@ class ExtractiveQA(Task):
         features = []
         for w in range(len(enc["input_ids"])):
             sequence_ids = enc.sequence_ids(w)
-            offsets = [tuple(o) if s == 1 else None for o, s in zip(enc["offset_mapping"][w], sequence_ids, strict=True)]
+            offsets = [
+                tuple(o) if s == 1 else None
+                for o, s in zip(enc["offset_mapping"][w], sequence_ids, strict=True)
+            ]
             feature = {k: enc[k][w] for k in ("input_ids", "attention_mask", "token_type_ids") if k in enc}
             feature["example_index"] = index
             if split == "train":
