@@ -32,7 +32,7 @@ def test_train_writes_metrics_with_schema(tmp_path, model, extra):
     assert last_line.startswith("metrics: ") and last_line.endswith("metrics.json")
     metrics_path = Path(last_line.removeprefix("metrics: "))
     metrics = json.loads(metrics_path.read_text())
-    assert SCHEMA_KEYS <= metrics.keys()
+    assert metrics.keys() >= SCHEMA_KEYS
     assert metrics["status"] == "done" and metrics["model"] == model and len(metrics["epochs"]) == 2
     assert metrics["primary_metric"] == "accuracy" and "accuracy" in metrics["best"]["dev"]
     # stored per task: prefix P*layers*2*H = 16*4*2*32 = 4096 (all 4 layers) or 16*3*2*32 = 3072 (layers
