@@ -45,7 +45,7 @@ def _cli(*args: str, module: str = "ptv2.cli") -> subprocess.CompletedProcess:
 def finished_runs(tmp_path_factory) -> dict[tuple[str, str], Path]:
     """One Hydra sweep per tiny model over the tasks (one process each keeps the file fast)."""
     root = tmp_path_factory.mktemp("sg_runs")
-    common = ["data.root=tests/fixtures/data", "train.epochs=1", "train.batch_size=4", "train.eval_batch_size=8",
+    common = ["data.root=tests/fixtures/data", "train.epochs=1", "data.max_train_samples=4", "train.batch_size=4", "train.eval_batch_size=8",
               "train.progress=false", f"results.root={root}"]
     _cli("-m", f"task={','.join(ALL_TASKS)}", "model=tiny-roberta", *common)
     _cli("-m", f"task={','.join(BERT_TASKS)}", "model=tiny-bert", *common)
