@@ -63,7 +63,9 @@ def save(run_directory: Path, model: torch.nn.Module, optimizer, scheduler, **lo
     torch.save(state, buffer)
     write_atomic(path(run_directory), buffer.getvalue())
     # Test hook: preempt this process right after the checkpoint of epoch N (goes through the real handler).
-    if loop.get("step") == 0 and os.environ.get("PTV2_TEST_SIGTERM_AFTER_EPOCH") == str(loop.get("epoch", 0) - 1):
+    if loop.get("step") == 0 and os.environ.get("PTV2_TEST_SIGTERM_AFTER_EPOCH") == str(
+        loop.get("epoch", 0) - 1
+    ):
         os.kill(os.getpid(), signal.SIGTERM)
 
 
