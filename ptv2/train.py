@@ -209,6 +209,7 @@ def run(cfg: DictConfig, overrides: list[str] | None = None) -> dict:
     if resumed:
         record, best_score, train_tokens, train_seconds = (resumed[k] for k in ("record", "best_score", "train_tokens", "train_seconds"))
         first_epoch, loss_sum, steps = resumed["epoch"], resumed["loss_sum"], resumed["step"]
+        started -= record["timing"].get("wall_s", 0.0)  # wall time adds up over the processes
         train_loader.batch_sampler.resume_at = (first_epoch, steps)
         print(f"resuming from {checkpoint.path(out)}: epoch {first_epoch}, step {steps}", flush=True)
     for epoch in range(first_epoch, cfg.train.epochs + 1):
