@@ -14,10 +14,11 @@ DEADLINE=$((START + ${REAL_DEADLINE_S:-560}))
 OUT=${OUT:-/tmp/real_out}
 RESULTS=results/real_minilm
 mkdir -p "$OUT"
+exec > >(tee -a "$OUT/real_evidence.log") 2>&1  # the whole log comes back, not only its tail
 
-python3 -m pip install -q --no-index --no-deps --target /tmp/site .whl/base/*.whl || exit 1
+python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/base/*.whl || exit 1
 export PYTHONPATH=/tmp/site:$PWD
-export TOKENIZERS_PARALLELISM=false HF_HUB_OFFLINE=1
+export TOKENIZERS_PARALLELISM=false HF_HUB_OFFLINE=1 PYTHONUNBUFFERED=1
 DATA=/tmp/real_data
 [ -d $DATA/data ] || { mkdir -p $DATA && tar -xzf .carry/data.tar.gz -C $DATA; } || exit 1
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader || true
