@@ -11,11 +11,10 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from conftest import run_cli
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow
@@ -23,13 +22,13 @@ pytestmark = pytest.mark.slow
 
 def _train(model: str, data_root: Path, results: Path) -> dict:
     args = [
-        sys.executable, "-m", "ptv2.cli", f"model={model}", "task=conll03", "method=pt2", "seed=11",
+        f"model={model}", "task=conll03", "method=pt2", "seed=11",
         f"data.root={data_root}", f"results.root={results}", "data.max_train_samples=600",
         "data.max_eval_samples=200", "++task.max_length=64", "prompt_length=8", "train.epochs=5",
         "train.batch_size=16", "train.lr=1e-2", "train.schedule=linear", "train.warmup_ratio=0.0",
         "train.progress=false", "train.device=cpu",
     ]
-    done = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    done = run_cli(*args, timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
     (metrics,) = results.glob("runs/conll03/*/pt2/*/metrics.json")
     return json.loads(metrics.read_text())
