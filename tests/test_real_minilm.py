@@ -48,3 +48,16 @@ def test_pretrained_minilm_beats_random_init_on_real_conll03(shared_data: Path, 
     assert pretrained["params"]["backbone"] == random_init["params"]["backbone"] > 20_000_000
     f1, f1_random = pretrained["best"]["dev"]["f1"], random_init["best"]["dev"]["f1"]
     assert f1 >= f1_random + 15.0, f"pretrained F1 {f1:.1f} vs random-init {f1_random:.1f}"
+
+
+@pytest.mark.parametrize(
+    ("task", "method", "choice", "lr", "epochs", "batch_size", "max_train"),
+    [("cb", "ft", "hi", 1e-4, 20, 16, None), ("sst2", "pt2", "lo", 5e-3, 2, 32, 10000),
+     ("rte", "pt2", "hi", 2e-2, 5, 32, None)],
+)
+def test_real_minilm_experiment_budget(tiny_cfg, task, method, choice, lr, epochs, batch_size, max_train) -> None:
+    """Per-task budget and per-method learning rates resolve from the one experiment file."""
+    cfg = tiny_cfg("+experiment=real_minilm", f"task={task}", f"method={method}", f"lr_choice={choice}")
+    assert cfg.model.name == "minilm" and cfg.results.experiment == "real_minilm"
+    assert (cfg.train.lr, cfg.train.epochs, cfg.train.batch_size) == (lr, epochs, batch_size)
+    assert cfg.data.max_train_samples == max_train and cfg.prompt_length == 16
