@@ -90,9 +90,13 @@ def load_backbone(cfg: DictConfig, attention: str = "sdpa", dropout: float | Non
         model_cls = AutoModelForMaskedLM if with_lm_head else AutoModel
         try:
             tokenizer = AutoTokenizer.from_pretrained(source)
-            model, info = model_cls.from_pretrained(
-                source, attn_implementation=attn, output_loading_info=True, **overrides
-            )
+            if cfg.get("random_init"):  # same shape and tokenizer, untrained weights: what pretraining buys
+                config = AutoConfig.from_pretrained(source, **overrides)
+                model, info = model_cls.from_config(config, attn_implementation=attn), {}
+            else:
+                model, info = model_cls.from_pretrained(
+                    source, attn_implementation=attn, output_loading_info=True, **overrides
+                )
         except OSError as err:
             raise UserError(f"cannot load model={cfg.name} from {source}: {str(err).splitlines()[0]}") from err
         if with_lm_head and any(key.split(".")[0] in ("cls", "lm_head") for key in info.get("missing_keys", ())):

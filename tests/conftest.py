@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never touch the hub
 FIXTURE_DATA = Path(__file__).resolve().parent / "fixtures" / "data"
 
 
@@ -31,3 +36,45 @@ def shared_data() -> Path:
     if path is None:
         pytest.skip("real data not present (set PTV2_SHARED_DATA or provide ../shared/data)")
     return path
+
+
+def run_cli(*args: str, subprocess_: bool = False, timeout: int = 300) -> subprocess.CompletedProcess:
+    """Run `ptv2-train ARGS`; returns a CompletedProcess (returncode, stdout, stderr).
+
+    In-process by default (imports torch/transformers once for the whole suite, which keeps the suite
+    fast on 2 cores); `subprocess_=True` for tests that need a real process (signals, exit paths).
+    """
+    if subprocess_:
+        env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+        return subprocess.run(
+            [sys.executable, "-m", "ptv2.cli", *args], capture_output=True, text=True, env=env, timeout=timeout
+        )
+    from hydra.core.global_hydra import GlobalHydra
+
+    from ptv2 import cli
+
+    stdout, stderr, code = io.StringIO(), io.StringIO(), 0
+    saved_argv, sys.argv = sys.argv, ["ptv2-train", *args]
+    try:
+        with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
+            cli.main()
+    except SystemExit as exit_:
+        code = exit_.code if isinstance(exit_.code, int) else (0 if exit_.code is None else 1)
+    finally:
+        sys.argv = saved_argv
+        GlobalHydra.instance().clear()
+    return subprocess.CompletedProcess(list(args), code, stdout.getvalue(), stderr.getvalue())
+
+
+@pytest.fixture
+def tiny_cfg():
+    """Compose the real conf/ with overrides (no subprocess): for in-process model tests."""
+    from hydra import compose, initialize_config_dir
+
+    from ptv2.cli import CONF_DIR
+
+    def compose_cfg(*overrides: str):
+        with initialize_config_dir(config_dir=str(CONF_DIR), version_base=None):
+            return compose(config_name="config", overrides=list(overrides))
+
+    return compose_cfg
