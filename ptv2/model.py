@@ -36,7 +36,11 @@ class PromptedModel(nn.Module):
             mask = self.prompt.extend_mask(mask)
         # 4-D boolean mask goes through transformers untouched; no padding -> no mask (flash-eligible).
         inputs["attention_mask"] = mask[:, None, None, :].bool() if batch.get("padded", True) else None
-        hidden = self.encoder(**inputs).last_hidden_state
+        if isinstance(self.prompt, DeepPrompt) and not getattr(self.encoder, "is_gradient_checkpointing", False):
+            with self.prompt.one_pass(inputs["input_ids"].shape[0]):
+                hidden = self.encoder(**inputs).last_hidden_state
+        else:
+            hidden = self.encoder(**inputs).last_hidden_state
         if shallow:
             hidden = self.prompt.strip(hidden)
         return self.head(hidden, batch)
