@@ -16,6 +16,7 @@ class PromptedModel(nn.Module):
     def __init__(self, backbone: Backbone, head: nn.Module, prompt: nn.Module | None = None) -> None:
         super().__init__()
         self.encoder = backbone.encoder
+        self.mask_format = backbone.mask_format
         self.prompt = prompt
         self.head = head
         if isinstance(prompt, DeepPrompt):
@@ -29,7 +30,9 @@ class PromptedModel(nn.Module):
             inputs = {k: v.flatten(0, 1) for k, v in inputs.items()}
         mask = inputs.pop("attention_mask")
         # 4-D boolean mask goes through transformers untouched; no padding -> no mask (flash-eligible).
-        inputs["attention_mask"] = mask[:, None, None, :].bool() if batch.get("padded", True) else None
+        if self.mask_format == "4d":
+            mask = mask[:, None, None, :].bool()
+        inputs["attention_mask"] = mask if batch.get("padded", True) else None
         hidden = self.encoder(**inputs).last_hidden_state
         return self.head(hidden, batch)
 
