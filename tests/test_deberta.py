@@ -23,19 +23,59 @@ from ptv2.prompts.deberta import PrefixDebertaSelfAttention, PrefixDebertaV2Self
 from ptv2.prompts.deep import DeepPrompt, attach_deep_prompt
 
 REPO = Path(__file__).resolve().parents[1]
-BASE = dict(vocab_size=50, hidden_size=16, num_attention_heads=2, intermediate_size=32, max_position_embeddings=64,
-            hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0, type_vocab_size=0)
+BASE = dict(
+    vocab_size=50,
+    hidden_size=16,
+    num_attention_heads=2,
+    intermediate_size=32,
+    max_position_embeddings=64,
+    hidden_dropout_prob=0.0,
+    attention_probs_dropout_prob=0.0,
+    type_vocab_size=0,
+)
 CONFIGS = {
-    "v1": ("deberta", dict(relative_attention=True, pos_att_type=["c2p", "p2c"], max_relative_positions=16,
-                           position_biased_input=False)),
+    "v1": (
+        "deberta",
+        dict(
+            relative_attention=True,
+            pos_att_type=["c2p", "p2c"],
+            max_relative_positions=16,
+            position_biased_input=False,
+        ),
+    ),
     "v1-talking": ("deberta", dict(relative_attention=True, pos_att_type=["c2p", "p2c"], talking_head=True)),
-    "v2": ("deberta-v2", dict(relative_attention=True, pos_att_type=["p2c", "c2p"], max_relative_positions=16,
-                              position_biased_input=False)),
-    "v2-shared": ("deberta-v2", dict(relative_attention=True, pos_att_type=["p2c", "c2p"], max_relative_positions=16,
-                                     share_att_key=True, norm_rel_ebd="layer_norm")),
-    "v3-like": ("deberta-v2", dict(relative_attention=True, pos_att_type=["p2c", "c2p"], position_buckets=8,
-                                   share_att_key=True, norm_rel_ebd="layer_norm", conv_kernel_size=3, conv_act="gelu",
-                                   position_biased_input=False)),
+    "v2": (
+        "deberta-v2",
+        dict(
+            relative_attention=True,
+            pos_att_type=["p2c", "c2p"],
+            max_relative_positions=16,
+            position_biased_input=False,
+        ),
+    ),
+    "v2-shared": (
+        "deberta-v2",
+        dict(
+            relative_attention=True,
+            pos_att_type=["p2c", "c2p"],
+            max_relative_positions=16,
+            share_att_key=True,
+            norm_rel_ebd="layer_norm",
+        ),
+    ),
+    "v3-like": (
+        "deberta-v2",
+        dict(
+            relative_attention=True,
+            pos_att_type=["p2c", "c2p"],
+            position_buckets=8,
+            share_att_key=True,
+            norm_rel_ebd="layer_norm",
+            conv_kernel_size=3,
+            conv_act="gelu",
+            position_biased_input=False,
+        ),
+    ),
 }
 PREFIX_CLASSES = (PrefixDebertaSelfAttention, PrefixDebertaV2SelfAttention)
 
@@ -71,7 +111,10 @@ def test_swapped_class_without_prefix_equals_stock_exactly(kind):
     ids, mask = batch()
     with torch.no_grad():
         for m in (mask, None):
-            assert torch.equal(stock(ids, attention_mask=m).last_hidden_state, adapted(ids, attention_mask=m).last_hidden_state)
+            assert torch.equal(
+                stock(ids, attention_mask=m).last_hidden_state,
+                adapted(ids, attention_mask=m).last_hidden_state,
+            )
 
 
 def _reference_attention(module, hidden, mask2d, rel_embeddings, prefix_key, prefix_value):
@@ -90,14 +133,20 @@ def _reference_attention(module, hidden, mask2d, rel_embeddings, prefix_key, pre
         v = qkv[..., 2, :] + module.v_bias.view(heads, 1, d)
         pos_key, pos_query = module.pos_proj(rel_embeddings), module.pos_q_proj(rel_embeddings)
     else:
-        q, k, v = split(module.query_proj(hidden)), split(module.key_proj(hidden)), split(module.value_proj(hidden))
+        q, k, v = (
+            split(module.query_proj(hidden)),
+            split(module.key_proj(hidden)),
+            split(module.value_proj(hidden)),
+        )
         shared = module.share_att_key
         pos_key = (module.key_proj if shared else module.pos_key_proj)(rel_embeddings)
         pos_query = (module.query_proj if shared else module.pos_query_proj)(rel_embeddings)
     pk, pq = split(pos_key[None]), split(pos_query[None])  # [1, H, 2m, d]
     m = module.max_relative_positions
     i = torch.arange(length)
-    index = m + i[:, None] - i[None, :]  # relative distance i - j -> its embedding row (no clamping needed: T < m)
+    index = (
+        m + i[:, None] - i[None, :]
+    )  # relative distance i - j -> its embedding row (no clamping needed: T < m)
     c2p = torch.einsum("bhid,hijd->bhij", q, pk[0][:, index])
     p2c = torch.einsum("bhjd,hijd->bhij", k, pq[0][:, index])
     scale = math.sqrt(3 * d)
@@ -116,8 +165,9 @@ def test_prefix_attention_matches_hand_written_rule(kind):
     attach_deep_prompt(Backbone(model, None, None), prompt)
     module = attention(model, 0)
     seen = {}
-    module.register_forward_hook(lambda mod, args, kwargs, out: seen.update(args=args, kwargs=kwargs, out=out[0]),
-                                 with_kwargs=True)
+    module.register_forward_hook(
+        lambda mod, args, kwargs, out: seen.update(args=args, kwargs=kwargs, out=out[0]), with_kwargs=True
+    )
     ids, mask = batch()
     with torch.no_grad():
         model(ids, attention_mask=mask)
@@ -129,7 +179,9 @@ def test_prefix_attention_matches_hand_written_rule(kind):
     assert torch.allclose(seen["out"][real], expected[real], atol=1e-5)
     # ... and not the stock output: the prefix changed something.
     stock_forward = type(module).__mro__[1].forward
-    stock = stock_forward(module, *seen["args"], **{k: w for k, w in seen["kwargs"].items() if k != "prefix_kv"})
+    stock = stock_forward(
+        module, *seen["args"], **{k: w for k, w in seen["kwargs"].items() if k != "prefix_kv"}
+    )
     assert not torch.allclose(seen["out"], stock[0], atol=1e-4)
 
 
@@ -188,7 +240,9 @@ def test_gradient_checkpointing_gives_the_same_gradients(kind):
         m.loss(m(b), b).backward()
     assert checkpointed.prompt.embedding.grad.abs().sum() > 0
     assert torch.allclose(plain.prompt.embedding.grad, checkpointed.prompt.embedding.grad, atol=1e-6)
-    assert torch.allclose(plain.head.classifier.weight.grad, checkpointed.head.classifier.weight.grad, atol=1e-6)
+    assert torch.allclose(
+        plain.head.classifier.weight.grad, checkpointed.head.classifier.weight.grad, atol=1e-6
+    )
 
 
 @pytest.mark.parametrize("kind", ["v1", "v3-like"])
@@ -232,8 +286,18 @@ def test_mask_2d_padded_batch_matches_unpadded_rows():
 
 @pytest.mark.parametrize("model", ["tiny-deberta", "tiny-deberta-v2"])
 def test_cli_trains_rte_on_tiny_deberta(model, tmp_path, fixture_data):
-    cmd = [sys.executable, "-m", "ptv2.cli", "task=rte", f"model={model}", f"data.root={fixture_data}",
-           "train.epochs=1", "data.max_train_samples=8", f"results.root={tmp_path}", "train.progress=false"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "ptv2.cli",
+        "task=rte",
+        f"model={model}",
+        f"data.root={fixture_data}",
+        "train.epochs=1",
+        "data.max_train_samples=8",
+        f"results.root={tmp_path}",
+        "train.progress=false",
+    ]
     proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     (metrics_path,) = tmp_path.rglob("metrics.json")

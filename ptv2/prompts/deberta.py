@@ -26,7 +26,9 @@ from transformers.models.deberta import modeling_deberta as v1
 from transformers.models.deberta_v2 import modeling_deberta_v2 as v2
 
 
-def _attend(module: nn.Module, query, key, value, rel_att, attention_mask, prefix_kv, output_attentions: bool):
+def _attend(
+    module: nn.Module, query, key, value, rel_att, attention_mask, prefix_kv, output_attentions: bool
+):
     """Softmax attention over [prefix | real] columns; query is pre-scaled, all of them [B, H, T, d].
 
     rel_att ([B, H, T, T] or 0) is the stock relative-position bias of the real columns.
@@ -63,17 +65,23 @@ class PrefixDebertaSelfAttention(v1.DisentangledSelfAttention):
         prefix_kv=None,
     ):
         if prefix_kv is None:
-            return super().forward(hidden_states, attention_mask, output_attentions, query_states, relative_pos, rel_embeddings)
+            return super().forward(
+                hidden_states, attention_mask, output_attentions, query_states, relative_pos, rel_embeddings
+            )
         query, key, value = self.transpose_for_scores(self.in_proj(hidden_states)).chunk(3, dim=-1)
         if query_states is not None:
             query = self.transpose_for_scores(self.in_proj(query_states)).chunk(3, dim=-1)[0]
         query = query + self.transpose_for_scores(self.q_bias[None, None, :])
         value = value + self.transpose_for_scores(self.v_bias[None, None, :])
         scale_factor = 1 + len(self.pos_att_type)
-        query = query / v1.scaled_size_sqrt(query, scale_factor).to(dtype=query.dtype)  # as the parent: c2p uses it too
+        query = query / v1.scaled_size_sqrt(query, scale_factor).to(
+            dtype=query.dtype
+        )  # as the parent: c2p uses it too
         rel_att = 0
         if self.relative_attention and rel_embeddings is not None and relative_pos is not None:
-            rel_att = self.disentangled_att_bias(query, key, relative_pos, self.pos_dropout(rel_embeddings), scale_factor)
+            rel_att = self.disentangled_att_bias(
+                query, key, relative_pos, self.pos_dropout(rel_embeddings), scale_factor
+            )
         return _attend(self, query, key, value, rel_att, attention_mask, prefix_kv, output_attentions)
 
 
@@ -91,7 +99,9 @@ class PrefixDebertaV2SelfAttention(v2.DisentangledSelfAttention):
         prefix_kv=None,
     ):
         if prefix_kv is None:
-            return super().forward(hidden_states, attention_mask, output_attentions, query_states, relative_pos, rel_embeddings)
+            return super().forward(
+                hidden_states, attention_mask, output_attentions, query_states, relative_pos, rel_embeddings
+            )
         if query_states is None:
             query_states = hidden_states
         heads = self.num_attention_heads
@@ -113,7 +123,13 @@ class PrefixDebertaV2SelfAttention(v2.DisentangledSelfAttention):
             return x.view(-1, heads, *x.shape[1:])
 
         return _attend(
-            self, unflatten(query) / scale, unflatten(key), unflatten(value), rel_att, attention_mask, prefix_kv,
+            self,
+            unflatten(query) / scale,
+            unflatten(key),
+            unflatten(value),
+            rel_att,
+            attention_mask,
+            prefix_kv,
             output_attentions,
         )
 
