@@ -110,7 +110,11 @@ def load_backbone(cfg: DictConfig, attention: str = "sdpa", dropout: float | Non
         model_cls = AutoModelForMaskedLM if with_lm_head else AutoModel
         try:
             tokenizer = AutoTokenizer.from_pretrained(source)
-            model = model_cls.from_pretrained(source, attn_implementation=attn, **overrides)
+            if cfg.get("random_init"):  # same shape and tokenizer, untrained weights: what pretraining buys
+                config = AutoConfig.from_pretrained(source, **overrides)
+                model = model_cls.from_config(config, attn_implementation=attn)
+            else:
+                model = model_cls.from_pretrained(source, attn_implementation=attn, **overrides)
         except OSError as err:
             raise UserError(f"cannot load model={cfg.name} from {source}: {str(err).splitlines()[0]}") from err
     if with_lm_head:

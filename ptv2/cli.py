@@ -6,6 +6,7 @@ directory and the sweep goes on; the command exits 1 at the end if any job faile
 
 from __future__ import annotations
 
+import os
 import sys
 import traceback
 from pathlib import Path
@@ -38,6 +39,8 @@ def _record_failure(cfg: DictConfig, error: BaseException) -> None:
     """Mark the job failed in its run directory, keeping any epochs it finished; never touch a done run."""
     from ptv2.results import read_metrics, run_dir, write_json
 
+    if os.environ.get("RANK", "0") != "0":  # torchrun: rank 0 owns the run directory
+        return
     try:
         directory = run_dir(cfg)
     except Exception:  # the config itself is broken: nothing to name a directory after
@@ -51,13 +54,20 @@ def _record_failure(cfg: DictConfig, error: BaseException) -> None:
 
 @hydra.main(version_base=None, config_path=str(CONF_DIR), config_name="config")
 def _app(cfg: DictConfig) -> None:
+    from ptv2.checkpoint import stop_on_signals
+    from ptv2.distributed import pick_gpu
     from ptv2.results import run_dir
     from ptv2.train import run
 
     hydra_cfg = HydraConfig.get()
     sweeping = hydra_cfg.mode == RunMode.MULTIRUN
+    if cfg.train.get("gpu_per_job") and sweeping:
+        pick_gpu(hydra_cfg.job.num)
+    # Everything below runs inside the job's own process with the joblib/submitit launchers, so a failed
+    # job is recorded in its run directory there; only the basic launcher's exit status sees _failed_jobs.
     try:
-        run(cfg, overrides=list(hydra_cfg.overrides.task))
+        with stop_on_signals():  # SIGTERM/SIGUSR1/SIGUSR2: checkpoint after the current step, exit 143
+            run(cfg, overrides=list(hydra_cfg.overrides.task))
     except Exception as error:
         if sweeping or run_dir(cfg).exists():
             _record_failure(cfg, error)
@@ -78,6 +88,7 @@ def _exit_with(error: UserError) -> None:
 
 
 def main() -> None:
+    _failed_jobs.clear()
     try:
         _check_choices(sys.argv[1:])
     except UserError as error:

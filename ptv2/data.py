@@ -69,3 +69,20 @@ class LengthGroupedSampler(Sampler[list[int]]):
 
     def __len__(self) -> int:
         return -(-len(self.lengths) // self.batch_size)
+
+
+class RandomBatches(Sampler[list[int]]):
+    """Plain shuffled batches whose order is a function of seed + epoch (so a resumed run can replay it)."""
+
+    def __init__(self, size: int, batch_size: int, seed: int) -> None:
+        self.size, self.batch_size, self.seed, self.epoch = size, batch_size, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __iter__(self) -> Iterator[list[int]]:
+        order = torch.randperm(self.size, generator=torch.Generator().manual_seed(self.seed + self.epoch)).tolist()
+        return iter([order[i : i + self.batch_size] for i in range(0, self.size, self.batch_size)])
+
+    def __len__(self) -> int:
+        return -(-self.size // self.batch_size)

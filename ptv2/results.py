@@ -17,7 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 SCHEMA_VERSION = 1
 # Keys that do not change what a run computes: where things live, how many workers load data, whether
 # to redo a finished run. Everything else is part of the run's identity.
-_NOT_IDENTITY = ("results", "data.root", "model.path", "train.num_workers", "hydra")
+_NOT_IDENTITY = ("results", "data.root", "model.path", "train.num_workers", "train.progress", "train.gpu_per_job", "hydra")
 
 
 def _identity(cfg: DictConfig) -> dict:

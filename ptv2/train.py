@@ -23,8 +23,9 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 import ptv2
+from ptv2 import checkpoint, distributed
 from ptv2.backbone import count_parameters, load_backbone
-from ptv2.data import LengthGroupedSampler, collate, feature_length
+from ptv2.data import LengthGroupedSampler, RandomBatches, collate, feature_length
 from ptv2.errors import UserError
 from ptv2.model import PromptedModel, build_model
 from ptv2.prompts.deep import DeepPrompt, format_depth_range
@@ -48,15 +49,20 @@ def encode_split(task: Task, split: str, limit: int | None) -> tuple[list[dict],
     return records, features
 
 
-def _loader(features, batch_size, pad_id, shuffle, seed, group_by_length, num_workers) -> DataLoader:
+def _loader(features, batch_size, pad_id, shuffle, seed, group_by_length, num_workers, ranks=None) -> DataLoader:
+    """Eval: in order. Train: shuffled by seed + epoch, this rank's shard of each global batch."""
     collate_fn = functools.partial(collate, pad_token_id=pad_id)
-    if shuffle and group_by_length:
-        sampler = LengthGroupedSampler([feature_length(f) for f in features], batch_size, seed)
-        return DataLoader(features, batch_sampler=sampler, collate_fn=collate_fn, num_workers=num_workers)
+    if not shuffle:
+        return DataLoader(features, batch_size, collate_fn=collate_fn, num_workers=num_workers)
+    if group_by_length:
+        batches = LengthGroupedSampler([feature_length(f) for f in features], batch_size, seed)
+    else:
+        batches = RandomBatches(len(features), batch_size, seed)
+    ranks = ranks or distributed.Ranks()
+    sampler = distributed.ShardedBatches(batches, ranks.rank, ranks.world)
+    # Own generator: starting an epoch draws worker seeds from it, not from the global RNG (exact resume).
     generator = torch.Generator().manual_seed(seed)
-    return DataLoader(
-        features, batch_size, shuffle=shuffle, generator=generator, collate_fn=collate_fn, num_workers=num_workers
-    )
+    return DataLoader(features, batch_sampler=sampler, collate_fn=collate_fn, num_workers=num_workers, generator=generator)
 
 
 def _to(batch: dict, device: torch.device) -> dict:
@@ -135,6 +141,7 @@ def run(cfg: DictConfig, overrides: list[str] | None = None) -> dict:
         return previous
     started = time.time()
     seed_everything(cfg.seed)
+    ranks = distributed.setup()  # torchrun: one process per GPU (ptv2/distributed.py); else rank 0 of 1
     device = _device(cfg)
     amp_dtype = torch.bfloat16 if device.type == "cuda" and cfg.train.precision == "bf16" else None
 
@@ -148,12 +155,13 @@ def run(cfg: DictConfig, overrides: list[str] | None = None) -> dict:
     if cfg.method.freeze_backbone and device.type == "cuda" and cfg.train.precision == "bf16":
         model.encoder.to(torch.bfloat16)  # frozen weights need no fp32 master copy
     trainable = [p for p in model.parameters() if p.requires_grad]
+    distributed.broadcast_parameters(trainable)
     optimizer = torch.optim.AdamW(
         trainable, lr=cfg.train.lr, weight_decay=cfg.train.weight_decay, fused=device.type == "cuda"
     )
     pad_id = backbone.tokenizer.pad_token_id
     train_loader = _loader(
-        train_features, cfg.train.batch_size, pad_id, True, cfg.seed, cfg.train.group_by_length, cfg.train.num_workers
+        train_features, cfg.train.batch_size, pad_id, True, cfg.seed, cfg.train.group_by_length, cfg.train.num_workers, ranks
     )
     eval_loaders = {
         s: _loader(f, cfg.train.eval_batch_size, pad_id, False, cfg.seed, False, cfg.train.num_workers)
@@ -201,14 +209,22 @@ def run(cfg: DictConfig, overrides: list[str] | None = None) -> dict:
         "versions": {"ptv2": ptv2.__version__, "torch": torch.__version__, "transformers": transformers.__version__},
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
-    write_atomic(out / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
+    if ranks.main:
+        write_atomic(out / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
 
     primary, best_score, train_tokens, train_seconds = cfg.task.primary_metric, -math.inf, 0, 0.0
-    for epoch in range(1, cfg.train.epochs + 1):
+    first_epoch, loss_sum, steps = 1, 0.0, 0
+    resumed = checkpoint.load(out, model, optimizer, scheduler)  # None: a fresh start
+    if resumed:
+        record, best_score, train_tokens, train_seconds = (resumed[k] for k in ("record", "best_score", "train_tokens", "train_seconds"))
+        first_epoch, loss_sum, steps = resumed["epoch"], resumed["loss_sum"], resumed["step"]
+        started -= record["timing"].get("wall_s", 0.0)  # wall time adds up over the processes
+        train_loader.batch_sampler.resume_at = (first_epoch, steps)
+        print(f"resuming from {checkpoint.path(out)}: epoch {first_epoch}, step {steps}", flush=True)
+    for epoch in range(first_epoch, cfg.train.epochs + 1):
         model.train()
-        if isinstance(train_loader.batch_sampler, LengthGroupedSampler):
-            train_loader.batch_sampler.set_epoch(epoch)
-        epoch_start, loss_sum, steps = time.time(), 0.0, 0
+        train_loader.batch_sampler.set_epoch(epoch)
+        epoch_start = time.time()
         progress = tqdm(train_loader, desc=f"epoch {epoch}/{cfg.train.epochs}", leave=False, disable=not cfg.train.progress)
         for batch in progress:
             batch = _to(batch, device)
@@ -216,26 +232,41 @@ def run(cfg: DictConfig, overrides: list[str] | None = None) -> dict:
                 loss = model.loss(model(batch), batch)
             if not torch.isfinite(loss):
                 raise UserError(f"loss became {loss.item()} at epoch {epoch} step {steps + 1}: lower train.lr={cfg.train.lr}")
-            loss.backward()
+            weight = train_loader.batch_sampler.weights[steps]  # this rank's share of the global batch
+            (loss * weight).backward()
+            ranks.average_gradients(trainable)
             if cfg.train.max_grad_norm:
                 torch.nn.utils.clip_grad_norm_(trainable, cfg.train.max_grad_norm)
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
             if step_every == "step":
                 scheduler.step()
-            loss_sum, steps = loss_sum + loss.item(), steps + 1
-            train_tokens += int(batch["attention_mask"].sum())
+            step_loss, tokens, stop = ranks.sum(
+                loss.item() * weight / ranks.world, int(batch["attention_mask"].sum()) * (weight > 0),
+                checkpoint.stop_requested(), device=device,
+            )
+            loss_sum, steps, train_tokens = loss_sum + step_loss, steps + 1, train_tokens + int(tokens)
             progress.set_postfix(loss=f"{loss_sum / steps:.4f}")
+            if stop:  # SIGTERM/SIGUSR1/SIGUSR2: save this step and exit (re-run resumes here)
+                if ranks.main:
+                    checkpoint.save(
+                        out, model, optimizer, scheduler, epoch=epoch, step=steps, loss_sum=loss_sum, record=record,
+                        best_score=best_score, train_tokens=train_tokens, train_seconds=train_seconds + time.time() - epoch_start,
+                    )
+                checkpoint.exit_interrupted(out)
         lr = optimizer.param_groups[0]["lr"]
         if step_every == "epoch":
             scheduler.step()
         train_seconds += time.time() - epoch_start
+        epoch_loss, loss_sum, steps = loss_sum / max(1, steps), 0.0, 0
+        if not ranks.main:  # rank 0 alone evaluates and writes
+            continue
 
         metrics, outputs = {}, {}
         for split, (records, features) in evals.items():
             outputs[split] = predict(model, eval_loaders[split], device, amp_dtype)
             metrics[split] = task.metrics(records, features, outputs[split])
-        record["epochs"].append({"epoch": epoch, "train_loss": loss_sum / max(1, steps), "lr": lr, "metrics": metrics})
+        record["epochs"].append({"epoch": epoch, "train_loss": epoch_loss, "lr": lr, "metrics": metrics})
         score = metrics["dev"][primary]
         if score > best_score:
             best_score = score
@@ -243,7 +274,7 @@ def run(cfg: DictConfig, overrides: list[str] | None = None) -> dict:
             _save_prompt_head(out / "prompt_head.safetensors", model)
             _write_predictions(out / "predictions.json", task, *evals["dev"], outputs["dev"])
         shown = ", ".join(f"{s} {primary} {m[primary]:.2f}" for s, m in metrics.items() if primary in m)
-        tqdm.write(f"epoch {epoch}: train loss {loss_sum / max(1, steps):.4f}, {shown} (best {best_score:.2f} @ {record['best_epoch']})")
+        tqdm.write(f"epoch {epoch}: train loss {epoch_loss:.4f}, {shown} (best {best_score:.2f} @ {record['best_epoch']})")
         record["timing"] = {
             "wall_s": time.time() - started,
             "train_s": train_seconds,
@@ -252,7 +283,13 @@ def run(cfg: DictConfig, overrides: list[str] | None = None) -> dict:
         }
         write_curves(out / "curves.csv", record["epochs"])
         write_json(out / "metrics.json", record)
+        checkpoint.save(
+            out, model, optimizer, scheduler, epoch=epoch + 1, step=0, loss_sum=0.0, record=record,
+            best_score=best_score, train_tokens=train_tokens, train_seconds=train_seconds,
+        )
 
     record["status"] = "done"
-    write_json(out / "metrics.json", record)
+    if ranks.main:
+        write_json(out / "metrics.json", record)
+        checkpoint.delete(out)
     return record

@@ -343,7 +343,8 @@ def _table_notes(spec: TableSpec, cells: pd.DataFrame) -> list[str]:
 def real_minilm_table(cells: pd.DataFrame) -> pd.DataFrame:
     """MiniLM evidence: per task its report split's primary metric (plus dev when the report split is test,
     and both EM and F1 for QA) against the majority class, FT, PT and PT-2."""
-    mini = cells[(cells["model"] == "minilm") & (cells["head"] == "cls")] if len(cells) else cells
+    # each task's own head (cls, choice, token, span); MiniLM ships no MLM head for the verbalizer
+    mini = cells[(cells["model"] == "minilm") & (cells["head"] != "verbalizer")] if len(cells) else cells
     rows = []
     for task, g in (mini.groupby("task", sort=True) if len(mini) else []):
         report, primary = g["report_split"].iloc[0], g["primary_metric"].iloc[0]

@@ -88,6 +88,16 @@ class Task:
     def majority_baseline(self, train: list[dict], records: list[dict]) -> dict[str, float] | None:
         return None
 
+    # -- submission (ptv2-predict) -----------------------------------------------------------
+    @property
+    def submission_file(self) -> str:
+        """File name of the leaderboard submission for this task."""
+        raise UserError(f"task={self.name} has no submission format (ptv2-predict writes SuperGLUE submissions)")
+
+    def submission_rows(self, records: list[dict], predictions: dict[Any, Any]) -> list[dict]:
+        """``predictions()`` as the rows of the official submission file (one JSON object per line)."""
+        raise UserError(f"task={self.name} has no submission format (ptv2-predict writes SuperGLUE submissions)")
+
 
 class ClassificationTask(Task):
     """Sentence(-pair) classification with a [CLS] head: subclasses say which texts form the input."""
