@@ -17,6 +17,7 @@ class PromptedModel(nn.Module):
     def __init__(self, backbone: Backbone, head: nn.Module, prompt: nn.Module | None = None) -> None:
         super().__init__()
         self.encoder = backbone.encoder
+        self.mask_format = backbone.mask_format
         self.prompt = prompt
         self.head = head
         if isinstance(prompt, DeepPrompt):
@@ -35,7 +36,9 @@ class PromptedModel(nn.Module):
         if shallow:  # the embedding hook inserts P vectors after [CLS]: the mask must cover them
             mask = self.prompt.extend_mask(mask)
         # 4-D boolean mask goes through transformers untouched; no padding -> no mask (flash-eligible).
-        inputs["attention_mask"] = mask[:, None, None, :].bool() if batch.get("padded", True) else None
+        if self.mask_format == "4d":
+            mask = mask[:, None, None, :].bool()
+        inputs["attention_mask"] = mask if batch.get("padded", True) else None
         if isinstance(self.prompt, DeepPrompt) and not getattr(self.encoder, "is_gradient_checkpointing", False):
             with self.prompt.one_pass(inputs["input_ids"].shape[0]):
                 hidden = self.encoder(**inputs).last_hidden_state

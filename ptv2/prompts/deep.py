@@ -15,6 +15,8 @@ from collections.abc import Iterator
 import torch
 from torch import nn
 
+from ptv2.prompts.deberta import adapt_for_prefix
+
 
 class DeepPrompt(nn.Module):
     """Per-layer prefix k/v for ``layers`` (0-based), reparameterised by an embedding or an MLP.
@@ -152,8 +154,13 @@ def format_depth_range(layers: list[int]) -> str:
 
 
 def attach_deep_prompt(backbone, prompt: DeepPrompt) -> list:
-    """Hook the prompt into each chosen layer's self-attention; returns the hook handles."""
+    """Hook the prompt into each chosen layer's self-attention; returns the hook handles.
+
+    Attention modules without their own ``prefix_kv`` path (DeBERTa) first get a prefix-aware subclass.
+    """
     return [
-        backbone.self_attention(layer).register_forward_pre_hook(PrefixInjector(prompt, layer), with_kwargs=True)
+        adapt_for_prefix(backbone.self_attention(layer)).register_forward_pre_hook(
+            PrefixInjector(prompt, layer), with_kwargs=True
+        )
         for layer in prompt.layers
     ]
