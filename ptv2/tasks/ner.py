@@ -134,7 +134,10 @@ class SequenceLabelingTask(Task):
                 max_length=self.length_limit,
             )
             seq_ids = enc.sequence_ids()
-            word_ids = [start + w if w is not None and s == 0 else None for w, s in zip(enc.word_ids(), seq_ids, strict=True)]
+            word_ids = [
+                start + w if w is not None and s == 0 else None
+                for w, s in zip(enc.word_ids(), seq_ids, strict=True)
+            ]
             feature = {key: list(v) for key, v in enc.items()}
             feature |= {
                 "example_index": index,
@@ -183,7 +186,9 @@ class SequenceLabelingTask(Task):
         return features
 
     # -- evaluation ------------------------------------------------------------------------
-    def predicted_tags(self, records: list[dict], features: list[dict], outputs: list[torch.Tensor]) -> list[list[str]]:
+    def predicted_tags(
+        self, records: list[dict], features: list[dict], outputs: list[torch.Tensor]
+    ) -> list[list[str]]:
         """Word tags per record: argmax at each word's first sub-word, windows stitched by word index."""
         preds = [["O"] * len(r["tokens"]) for r in records]
         for feature, out in zip(features, outputs, strict=True):
