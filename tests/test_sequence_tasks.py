@@ -222,3 +222,15 @@ def test_end_to_end(model, tasks, tmp_path, fixture_data):
             OmegaConf.load(ROOT / "conf" / "task" / f"{task}.yaml").eval_splits
         )
         assert 0.0 <= metrics["best"][report]["f1"] <= 100.0 and "f1_strict" in metrics["best"][report]
+
+
+def test_srl_lines_format_from_the_yaml(bert_tok, fixture_data):
+    files = {"train": "sample.txt", "dev": "sample.txt", "test": "sample.txt"}
+    task = make_task("conll12", bert_tok, fixture_data, format="srl_lines", path="srl", files=files)
+    records = task.read("dev")
+    assert [r["predicate_index"] for r in records] == [3, 1, 5]
+    features = task.encode_all(records, "dev")
+    # "She opened the door slowly ." with the predicate "opened" appended after [SEP]
+    pieces = bert_tok.convert_ids_to_tokens(features[1]["input_ids"])
+    assert pieces[pieces.index("[SEP]") :] == ["[SEP]", *bert_tok.tokenize("opened"), "[SEP]"]
+    assert task.label_names[0] == "O" and "B-V" in task.label_names

@@ -109,36 +109,65 @@ class SequenceLabelingTask(Task):
         """Words after the separator (SRL: the predicate); never labelled."""
         return None
 
+    def _tokenize_full(self, records: list[dict]) -> list[dict]:
+        """Each record whole, untruncated, in one batched call (the fast path: most records fit)."""
+        seconds = [self.second_segment(r) for r in records]
+        enc = self.word_tokenizer(
+            [r["tokens"] for r in records],
+            seconds if seconds[0] is not None else None,
+            is_split_into_words=True,
+            verbose=False,  # over-long rows are windowed below, not fed to the model
+        )
+        return [
+            {
+                "data": {k: list(v[i]) for k, v in enc.items()},
+                "words": enc.word_ids(i),
+                "seq": enc.sequence_ids(i),
+            }
+            for i in range(len(records))
+        ]
+
     def encode(self, record: dict, index: int, split: str) -> list[dict]:
+        return self._encode(record, index, split, self._tokenize_full([record])[0])
+
+    def _encode(self, record: dict, index: int, split: str, full: dict) -> list[dict]:
         words, second = record["tokens"], self.second_segment(record)
-        tok = self.word_tokenizer
-        pieces = tok(words, is_split_into_words=True, add_special_tokens=False).word_ids()
         counts = [0] * len(words)
-        for w in pieces:
-            counts[w] += 1
-        reserved = tok.num_special_tokens_to_add(pair=second is not None)
-        if second is not None:
-            reserved += len(tok(second, is_split_into_words=True, add_special_tokens=False)["input_ids"])
-        budget = self.length_limit - reserved
-        if budget < 1:
-            raise UserError(f"task.max_length={self.length_limit} leaves no room for words: raise it")
-        windows = word_windows(counts, budget)
+        for w, s in zip(full["words"], full["seq"], strict=True):
+            if w is not None and s == 0:
+                counts[w] += 1
+        if len(full["data"]["input_ids"]) <= self.length_limit:
+            windows = [(0, len(words))]
+        else:
+            budget = self.length_limit - (
+                len(full["data"]["input_ids"]) - sum(counts)
+            )  # minus specials, predicate
+            if budget < 1:
+                raise UserError(f"task.max_length={self.length_limit} leaves no room for words: raise it")
+            windows = word_windows(counts, budget)
         tags = record.get("tags")
         features = []
         for k, (start, end) in enumerate(windows):
-            enc = tok(
-                words[start:end],
-                second,
-                is_split_into_words=True,
-                truncation="only_first" if second is not None else True,
-                max_length=self.length_limit,
-            )
-            seq_ids = enc.sequence_ids()
+            if len(windows) == 1:
+                data, word_ids, seq_ids = full["data"], full["words"], full["seq"]
+            else:
+                enc = self.word_tokenizer(
+                    words[start:end],
+                    second,
+                    is_split_into_words=True,
+                    truncation="only_first" if second is not None else True,
+                    max_length=self.length_limit,
+                )
+                data, word_ids, seq_ids = (
+                    {key: list(v) for key, v in enc.items()},
+                    enc.word_ids(),
+                    enc.sequence_ids(),
+                )
             word_ids = [
                 start + w if w is not None and s == 0 else None
-                for w, s in zip(enc.word_ids(), seq_ids, strict=True)
+                for w, s in zip(word_ids, seq_ids, strict=True)
             ]
-            feature = {key: list(v) for key, v in enc.items()}
+            feature = dict(data)
             feature |= {
                 "example_index": index,
                 "word_ids": word_ids,
@@ -171,7 +200,11 @@ class SequenceLabelingTask(Task):
         return labels
 
     def encode_all(self, records: list[dict], split: str) -> list[dict]:
-        features = super().encode_all(records, split)
+        features = []
+        for start in range(0, len(records), 1024):
+            chunk = records[start : start + 1024]
+            for i, (record, full) in enumerate(zip(chunk, self._tokenize_full(chunk), strict=True)):
+                features += self._encode(record, start + i, split, full)
         heads = [f for f in features if f["window"] == 0]
         windowed = [f for f in heads if f["num_windows"] > 1]
         if windowed:
