@@ -117,6 +117,15 @@ def _save_prompt_head(path: Path, model: PromptedModel) -> None:
     write_atomic(path, safetensors_bytes(data))
 
 
+def _write_predictions(path: Path, task: Task, records: list[dict], features: list[dict], outputs: list) -> None:
+    """predictions.json for the dev split at the best epoch, where the task defines predictions()."""
+    try:
+        predictions = task.predictions(records, features, outputs)
+    except NotImplementedError:
+        return
+    write_json(path, predictions)
+
+
 def run(cfg: DictConfig, overrides: list[str] | None = None) -> dict:
     """Train and evaluate one configuration; returns the metrics.json content."""
     out = run_dir(cfg)
@@ -222,15 +231,17 @@ def run(cfg: DictConfig, overrides: list[str] | None = None) -> dict:
             scheduler.step()
         train_seconds += time.time() - epoch_start
 
-        metrics = {}
+        metrics, outputs = {}, {}
         for split, (records, features) in evals.items():
-            metrics[split] = task.metrics(records, features, predict(model, eval_loaders[split], device, amp_dtype))
+            outputs[split] = predict(model, eval_loaders[split], device, amp_dtype)
+            metrics[split] = task.metrics(records, features, outputs[split])
         record["epochs"].append({"epoch": epoch, "train_loss": loss_sum / max(1, steps), "lr": lr, "metrics": metrics})
         score = metrics["dev"][primary]
         if score > best_score:
             best_score = score
             record["best_epoch"], record["best"] = epoch, metrics
             _save_prompt_head(out / "prompt_head.safetensors", model)
+            _write_predictions(out / "predictions.json", task, *evals["dev"], outputs["dev"])
         shown = ", ".join(f"{s} {primary} {m[primary]:.2f}" for s, m in metrics.items() if primary in m)
         tqdm.write(f"epoch {epoch}: train loss {loss_sum / max(1, steps):.4f}, {shown} (best {best_score:.2f} @ {record['best_epoch']})")
         record["timing"] = {

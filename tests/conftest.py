@@ -31,3 +31,28 @@ def shared_data() -> Path:
     if path is None:
         pytest.skip("real data not present (set PTV2_SHARED_DATA or provide ../shared/data)")
     return path
+
+
+def run_cli(*args: str, cwd: Path | None = None, timeout: int = 300):
+    """Run `ptv2-train` (as `python -m ptv2.cli`) in a subprocess; returns the CompletedProcess."""
+    import subprocess
+    import sys
+
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    return subprocess.run(
+        [sys.executable, "-m", "ptv2.cli", *args], capture_output=True, text=True, cwd=cwd, env=env, timeout=timeout
+    )
+
+
+@pytest.fixture
+def tiny_cfg():
+    """Compose the real conf/ with overrides (no subprocess): for in-process model tests."""
+    from hydra import compose, initialize_config_dir
+
+    from ptv2.cli import CONF_DIR
+
+    def compose_cfg(*overrides: str):
+        with initialize_config_dir(config_dir=str(CONF_DIR), version_base=None):
+            return compose(config_name="config", overrides=list(overrides))
+
+    return compose_cfg

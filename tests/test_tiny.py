@@ -77,6 +77,9 @@ def test_real_class_and_special_tokens(loaded: dict[str, PreTrainedTokenizerFast
     assert tok.mask_token_id is not None and tok.mask_token_id != tok.unk_token_id
     ids = tok(f"the cat {tok.mask_token} on the mat")["input_ids"]
     assert ids.count(tok.mask_token_id) == 1
+    # The mask eats the space before it (lstrip, as in roberta-base/deberta-base): no stray space token.
+    before = tokens(tok, ids)[ids.index(tok.mask_token_id) - 1]
+    assert before in ("cat", "Ġcat", "▁cat"), before
     expected_ids = {
         "bert": {"[PAD]": 0, "[UNK]": 1, "[CLS]": 2, "[SEP]": 3, "[MASK]": 4},
         "roberta": {"<s>": 0, "<pad>": 1, "</s>": 2, "<unk>": 3, "<mask>": 4},
@@ -171,6 +174,15 @@ def test_roberta_prefix_space_changes_first_word(cache_root: pathlib.Path) -> No
     spaced = AutoTokenizer.from_pretrained(str(tiny_tokenizer_dir("roberta")), add_prefix_space=True)
     assert tokens(plain, plain("people")["input_ids"])[1] != "Ġpeople"
     assert tokens(spaced, spaced("people")["input_ids"])[1] == "Ġpeople"
+    # Sentence-initial words have their own un-prefixed pieces, as in GPT-2's vocab.
+    assert tokens(plain, plain("The people")["input_ids"]) == ["<s>", "The", "Ġpeople", "</s>"]
+
+
+def test_bert_is_cased(loaded: dict[str, PreTrainedTokenizerFast]) -> None:
+    tok = loaded["bert"]
+    assert tok.do_lower_case is False
+    assert tokens(tok, tok("The the")["input_ids"]) == ["[CLS]", "The", "the", "[SEP]"]
+    assert tokens(tok, tok("Paris")["input_ids"])[1].startswith("P")
 
 
 @pytest.mark.parametrize("kind", TINY_KINDS)

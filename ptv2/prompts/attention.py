@@ -12,6 +12,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from transformers import AttentionInterface
+from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 
 
 def _with_prefix(key, value, mask, prefix_kv):
@@ -44,3 +45,7 @@ def prefix_eager_attention(module, query, key, value, attention_mask, dropout=0.
 ATTENTION_IMPLEMENTATIONS = {"sdpa": "ptv2_sdpa", "eager": "ptv2_eager"}
 AttentionInterface.register("ptv2_sdpa", prefix_sdpa_attention)
 AttentionInterface.register("ptv2_eager", prefix_eager_attention)
+# Without a mask function for our names transformers would silently drop a 2-D padding mask; both of
+# our functions take boolean masks (True = attend), which is what the SDPA mask builder makes.
+AttentionMaskInterface.register("ptv2_sdpa", sdpa_mask)
+AttentionMaskInterface.register("ptv2_eager", sdpa_mask)

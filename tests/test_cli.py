@@ -1,0 +1,85 @@
+"""`ptv2-train` end to end on tiny backbones and fixture files; bad input gives one line and exit != 0."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from conftest import FIXTURE_DATA, run_cli
+
+SCHEMA_KEYS = {
+    "schema_version", "status", "task", "family", "model", "method", "head", "prompt_length", "reparam",
+    "depth_range", "num_layers", "seed", "primary_metric", "report_split", "splits", "best_epoch", "best",
+    "epochs", "params", "timing", "hparams", "overrides", "versions",
+}
+
+
+def _train(tmp_path: Path, *overrides: str):
+    return run_cli(
+        f"data.root={FIXTURE_DATA}", f"results.root={tmp_path}", "train.epochs=2", "train.progress=false", *overrides
+    )
+
+
+@pytest.mark.parametrize(
+    ("model", "extra"),
+    [("tiny-bert", ["task=rte", "reparam=mlp"]), ("tiny-roberta", ["task=cb", "depth_range.layers=2-4"])],
+)
+def test_train_writes_metrics_with_schema(tmp_path, model, extra):
+    result = _train(tmp_path, f"model={model}", *extra)
+    assert result.returncode == 0, result.stderr
+    last_line = result.stdout.strip().splitlines()[-1]
+    assert last_line.startswith("metrics: ") and last_line.endswith("metrics.json")
+    metrics_path = Path(last_line.removeprefix("metrics: "))
+    metrics = json.loads(metrics_path.read_text())
+    assert SCHEMA_KEYS <= metrics.keys()
+    assert metrics["status"] == "done" and metrics["model"] == model and len(metrics["epochs"]) == 2
+    assert metrics["primary_metric"] == "accuracy" and "accuracy" in metrics["best"]["dev"]
+    # stored per task: prefix P*L*2*H = 16*4*2*32 = 4096, plus the head 32*2+2 (RTE) or 32*3+3 (CB)
+    assert metrics["params"]["stored"] == 4096 + (66 if model == "tiny-bert" else 99)
+    run_dir = metrics_path.parent
+    assert {"config.yaml", "curves.csv", "prompt_head.safetensors"} <= {p.name for p in run_dir.iterdir()}
+    if model == "tiny-roberta":
+        assert metrics["depth_range"] == "2-4" and metrics["task"] == "cb"
+        assert "macro_f1" in metrics["best"]["dev"]
+
+
+def test_same_command_twice_skips_the_finished_run(tmp_path):
+    first = _train(tmp_path, "train.epochs=1")
+    second = _train(tmp_path, "train.epochs=1")
+    assert first.returncode == second.returncode == 0
+    assert "already done" in second.stdout
+    assert first.stdout.strip().splitlines()[-1] == second.stdout.strip().splitlines()[-1]
+
+
+def test_multirun_sweep_writes_one_run_per_job(tmp_path):
+    result = run_cli(
+        "-m", f"data.root={FIXTURE_DATA}", f"results.root={tmp_path}", "train.epochs=1", "train.progress=false",
+        "prompt_length=2,4", "reparam=embedding,mlp",
+    )
+    assert result.returncode == 0, result.stderr
+    runs = list(tmp_path.glob("runs/rte/tiny-bert/pt2/*/metrics.json"))
+    assert len(runs) == 4
+    assert {(m["prompt_length"], m["reparam"]) for m in map(json.loads, map(Path.read_text, runs))} == {
+        (2, "embedding"), (4, "embedding"), (2, "mlp"), (4, "mlp")
+    }
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["task=nope"], "unknown task 'nope'"),
+        (["model=nope"], "unknown model 'nope'"),
+        (["prompt_length=0"], "prompt_length=0 must be a positive integer"),
+        (["depth_range.layers=3-9"], "outside the model's layers 1-4"),
+        (["data.root=/nonexistent"], "missing /nonexistent/superglue/RTE/train.jsonl"),
+        (["model=roberta-large"], "no weights for model=roberta-large: pass model.path="),
+        (["model=bert-large", "model.path=/nonexistent"], "model.path=/nonexistent has no config.json"),
+    ],
+)
+def test_bad_input_gives_one_clear_line(tmp_path, overrides, message):
+    result = _train(tmp_path, *overrides)
+    assert result.returncode != 0
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0], result.stderr
+    assert "Traceback" not in result.stderr + result.stdout
