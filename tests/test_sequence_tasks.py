@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
+from conftest import run_cli
 from omegaconf import OmegaConf
 
 from ptv2.errors import UserError
@@ -171,17 +170,12 @@ def test_hub_rows_map_ids_to_yaml_labels(bert_tok, fixture_data):
     assert task.from_hub(row) == {"tokens": ["EU", "Commission", "x"], "tags": ["B-ORG", "I-ORG", "O"]}
 
 
-def test_prompt_of_200_with_sequence_at_max_positions():
+def test_prompt_of_200_with_sequence_at_max_positions(tiny_cfg):
     """Prefix prompts take no position ids: 200 prompts + a 512-token input still fit tiny-roberta (514 positions)."""
-    from hydra import compose, initialize_config_dir
-
     from ptv2.backbone import load_backbone
     from ptv2.model import build_model
 
-    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base=None):
-        cfg = compose(
-            "config", overrides=["model=tiny-roberta", "task=conll05", "prompt_length=200", "train.dropout=0"]
-        )
+    cfg = tiny_cfg("model=tiny-roberta", "task=conll05", "prompt_length=200", "train.dropout=0")
     backbone = load_backbone(cfg.model, "eager")
     model = build_model(cfg, backbone, 5, "token").eval()
     length = backbone.tokenizer.model_max_length
@@ -204,9 +198,8 @@ REPORT = {"conll03": "test", "conll05": "test_wsj", "ontonotes": "test", "conll0
 )
 def test_end_to_end(model, tasks, tmp_path, fixture_data):
     # One sweep process per backbone: the CLI's start-up (torch, transformers) is paid once per model.
-    cmd = [sys.executable, "-m", "ptv2.cli", "-m", f"task={','.join(tasks)}", f"model={model}", f"data.root={fixture_data}",
-           "train.epochs=1", "train.progress=false", f"results.root={tmp_path}", "prompt_length=4"]  # fmt: skip
-    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    proc = run_cli("-m", f"task={','.join(tasks)}", f"model={model}", f"data.root={fixture_data}", "train.epochs=1",
+                   "train.progress=false", f"results.root={tmp_path}", "prompt_length=4", cwd=ROOT, timeout=600)  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-2000:]
     runs = {
         json.loads(p.read_text())["task"]: json.loads(p.read_text())
@@ -234,3 +227,13 @@ def test_srl_lines_format_from_the_yaml(bert_tok, fixture_data):
     pieces = bert_tok.convert_ids_to_tokens(features[1]["input_ids"])
     assert pieces[pieces.index("[SEP]") :] == ["[SEP]", *bert_tok.tokenize("opened"), "[SEP]"]
     assert task.label_names[0] == "O" and "B-V" in task.label_names
+
+
+def test_real_conll2003_counts_and_labels(shared_data):
+    if not (shared_data / "conll2003").is_dir():
+        pytest.skip("no conll2003 in the real data")
+    task = make_task("conll03", None, shared_data)
+    splits = {s: task.read(s) for s in ("train", "dev", "test")}
+    # the official sentence counts (-DOCSTART- lines are not sentences)
+    assert {s: len(r) for s, r in splits.items()} == {"train": 14041, "dev": 3250, "test": 3453}
+    assert {t for r in splits["train"] for t in r["tags"]} == set(task.label_names)
