@@ -78,6 +78,7 @@ def _exit_with(error: UserError) -> None:
 
 
 def main() -> None:
+    _failed_jobs.clear()
     try:
         _check_choices(sys.argv[1:])
     except UserError as error:

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never touch the hub
 FIXTURE_DATA = Path(__file__).resolve().parent / "fixtures" / "data"
 
 
@@ -33,15 +38,32 @@ def shared_data() -> Path:
     return path
 
 
-def run_cli(*args: str, cwd: Path | None = None, timeout: int = 300):
-    """Run `ptv2-train` (as `python -m ptv2.cli`) in a subprocess; returns the CompletedProcess."""
-    import subprocess
-    import sys
+def run_cli(*args: str, subprocess_: bool = False, timeout: int = 300) -> subprocess.CompletedProcess:
+    """Run `ptv2-train ARGS`; returns a CompletedProcess (returncode, stdout, stderr).
 
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
-    return subprocess.run(
-        [sys.executable, "-m", "ptv2.cli", *args], capture_output=True, text=True, cwd=cwd, env=env, timeout=timeout
-    )
+    In-process by default (imports torch/transformers once for the whole suite, which keeps the suite
+    fast on 2 cores); `subprocess_=True` for tests that need a real process (signals, exit paths).
+    """
+    if subprocess_:
+        env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+        return subprocess.run(
+            [sys.executable, "-m", "ptv2.cli", *args], capture_output=True, text=True, env=env, timeout=timeout
+        )
+    from hydra.core.global_hydra import GlobalHydra
+
+    from ptv2 import cli
+
+    stdout, stderr, code = io.StringIO(), io.StringIO(), 0
+    saved_argv, sys.argv = sys.argv, ["ptv2-train", *args]
+    try:
+        with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
+            cli.main()
+    except SystemExit as exit_:
+        code = exit_.code if isinstance(exit_.code, int) else (0 if exit_.code is None else 1)
+    finally:
+        sys.argv = saved_argv
+        GlobalHydra.instance().clear()
+    return subprocess.CompletedProcess(list(args), code, stdout.getvalue(), stderr.getvalue())
 
 
 @pytest.fixture
