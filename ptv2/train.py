@@ -43,7 +43,7 @@ def encode_split(task: Task, split: str, limit: int | None) -> tuple[list[dict],
     records = task.read(split)
     if limit:
         records = records[:limit]
-    features = [f for i, r in enumerate(records) for f in task.encode(r, i, split)]
+    features = task.encode_all(records, split)
     if not features:
         raise UserError(f"task={task.name} split {split} has no examples")
     return records, features

@@ -78,6 +78,10 @@ class Task:
         """Features of one record (several for windowed QA or ReCoRD candidates); each keeps ``example_index``."""
         raise NotImplementedError
 
+    def encode_all(self, records: list[dict], split: str) -> list[dict]:
+        """Features of a whole split; tasks override it to report split-level facts (e.g. windowing)."""
+        return [f for i, r in enumerate(records) for f in self.encode(r, i, split)]
+
     # -- evaluation ------------------------------------------------------------------------
     def metrics(self, records: list[dict], features: list[dict], outputs: list[torch.Tensor]) -> dict[str, float]:
         """Metrics (percent) from the head's outputs, one tensor per feature, padding stripped."""
