@@ -18,19 +18,25 @@ def _pad(rows: list, pad: int, length: int) -> list:
     return [row + [pad] * (length - len(row)) for row in rows]
 
 
-def collate(features: list[dict], pad_token_id: int) -> dict:
-    """Pad each sequence key to the batch's longest row. Multiple-choice features hold one row per choice."""
+def collate(features: list[dict], pad_token_id: int, pad_to_multiple_of: int = 1) -> dict:
+    """Pad each sequence key to the batch's longest row (rounded up to a multiple: fewer distinct shapes
+    for the GPU kernels to tune for). Multiple-choice features hold one row per choice."""
     batch: dict = {}
+    multiple = max(1, pad_to_multiple_of)
+
+    def padded_length(n: int) -> int:
+        return -(-n // multiple) * multiple
+
     for key in MODEL_KEYS:
         if key not in features[0]:
             continue
         values = [f[key] for f in features]
         pad = pad_token_id if key == "input_ids" else _PAD.get(key, 0)
         if isinstance(values[0], list) and values[0] and isinstance(values[0][0], list):  # [B, C, T]
-            length = max(len(row) for v in values for row in v)
+            length = padded_length(max(len(row) for v in values for row in v))
             batch[key] = torch.tensor([_pad(v, pad, length) for v in values])
         elif isinstance(values[0], list):
-            batch[key] = torch.tensor(_pad(values, pad, max(map(len, values))))
+            batch[key] = torch.tensor(_pad(values, pad, padded_length(max(map(len, values)))))
         else:
             batch[key] = torch.tensor(values)
     # Known on the CPU for free: a batch without padding needs no attention mask at all.

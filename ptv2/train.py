@@ -49,9 +49,11 @@ def encode_split(task: Task, split: str, limit: int | None) -> tuple[list[dict],
     return records, features
 
 
-def _loader(features, batch_size, pad_id, shuffle, seed, group_by_length, num_workers, ranks=None) -> DataLoader:
+def _loader(
+    features, batch_size, pad_id, shuffle, seed, group_by_length, num_workers, ranks=None, pad_to_multiple_of=1
+) -> DataLoader:
     """Eval: in order. Train: shuffled by seed + epoch, this rank's shard of each global batch."""
-    collate_fn = functools.partial(collate, pad_token_id=pad_id)
+    collate_fn = functools.partial(collate, pad_token_id=pad_id, pad_to_multiple_of=pad_to_multiple_of)
     if not shuffle:
         return DataLoader(features, batch_size, collate_fn=collate_fn, num_workers=num_workers)
     if group_by_length:
@@ -144,6 +146,10 @@ def run(cfg: DictConfig, overrides: list[str] | None = None) -> dict:
     seed_everything(cfg.seed)
     ranks = distributed.setup()  # torchrun: one process per GPU (ptv2/distributed.py); else rank 0 of 1
     device = _device(cfg)
+    if device.type == "cuda":
+        # cuDNN's SDPA builds a graph per new sequence length (~100 ms each): with dynamic padding that
+        # dominated the step on an H200 (docs/performance.md). Flash / memory-efficient kernels do not.
+        torch.backends.cuda.enable_cudnn_sdp(False)
     amp_dtype = torch.bfloat16 if device.type == "cuda" and cfg.train.precision == "bf16" else None
 
     head_kind = cfg.head or cfg.task.head
@@ -162,11 +168,13 @@ def run(cfg: DictConfig, overrides: list[str] | None = None) -> dict:
         trainable, lr=cfg.train.lr, weight_decay=cfg.train.weight_decay, fused=device.type == "cuda"
     )
     pad_id = backbone.tokenizer.pad_token_id
+    multiple = cfg.train.pad_to_multiple_of
     train_loader = _loader(
-        train_features, cfg.train.batch_size, pad_id, True, cfg.seed, cfg.train.group_by_length, cfg.train.num_workers, ranks
+        train_features, cfg.train.batch_size, pad_id, True, cfg.seed, cfg.train.group_by_length, cfg.train.num_workers,
+        ranks, multiple,
     )
     eval_loaders = {
-        s: _loader(f, cfg.train.eval_batch_size, pad_id, False, cfg.seed, False, cfg.train.num_workers)
+        s: _loader(f, cfg.train.eval_batch_size, pad_id, False, cfg.seed, False, cfg.train.num_workers, None, multiple)
         for s, (_, f) in evals.items()
     }
     scheduler, step_every = _scheduler(optimizer, cfg, len(train_loader))
