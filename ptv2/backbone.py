@@ -15,6 +15,8 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 from transformers import AutoConfig, AutoModel, AutoModelForMaskedLM, AutoTokenizer, PreTrainedTokenizerBase
+from transformers.models.auto.configuration_auto import CONFIG_MAPPING
+from transformers.models.auto.modeling_auto import MODEL_MAPPING
 
 from ptv2.errors import UserError
 from ptv2.hub import hub_reachable
@@ -35,6 +37,13 @@ class Backbone:
     def num_layers(self) -> int:
         return self.encoder.config.num_hidden_layers
 
+    @property
+    def mask_format(self) -> str:
+        """How the encoder wants its padding mask: "4d" (bool [B,1,1,T], passed through to our attention
+        functions) or "2d" ([B,T]) for backbones with their own attention, which build their extended
+        mask (and DeBERTa-v2's conv layer its input mask) from the 2-D one."""
+        return "2d" if has_own_attention(type(self.encoder)) else "4d"
+
     def self_attention(self, layer: int) -> nn.Module:
         """The self-attention module of a 0-based layer, the one deep prompts hook."""
         return self.encoder.encoder.layer[layer].attention.self
@@ -54,6 +63,19 @@ def _weights_dir(cfg: DictConfig) -> str | None:
     return None
 
 
+def has_own_attention(model_cls: type) -> bool:
+    """Models whose attention bypasses transformers' AttentionInterface (DeBERTa's disentangled attention)
+    have no ptv2 kernels: they load with their stock eager attention, whatever train.attention says, and
+    deep prompts reach them through ptv2.prompts.deberta."""
+    return not model_cls._supports_attention_backend
+
+
+def _model_class(arch: str) -> type:
+    if arch not in CONFIG_MAPPING:
+        raise UserError(f"model.arch={arch!r} is not a transformers model type (e.g. bert, roberta, deberta-v2)")
+    return MODEL_MAPPING[CONFIG_MAPPING[arch]]
+
+
 def _build_tiny(cfg: DictConfig, attn: str, with_lm_head: bool):
     from ptv2.tiny import build_tiny_tokenizer
 
@@ -68,7 +90,9 @@ def _build_tiny(cfg: DictConfig, attn: str, with_lm_head: bool):
 
 def load_backbone(cfg: DictConfig, attention: str = "sdpa", dropout: float | None = None, with_lm_head: bool = False) -> Backbone:
     """Build the backbone named by a `model/` config; `attention` is the stock kernel family (sdpa | eager)."""
-    attn = ATTENTION_IMPLEMENTATIONS[attention]
+    attn = "eager" if has_own_attention(_model_class(cfg.arch)) else ATTENTION_IMPLEMENTATIONS[attention]
+    if with_lm_head and not cfg.get("has_lm_head", True):  # before loading: no point reading the weights
+        raise UserError(f"model={cfg.name} ships no masked-LM head: the verbalizer head needs one (use head=cls)")
     overrides = {} if dropout is None else {"hidden_dropout_prob": dropout}
     if cfg.get("tiny") and not cfg.get("path"):
         model, tokenizer = _build_tiny(cfg, attn, with_lm_head)
@@ -90,28 +114,24 @@ def load_backbone(cfg: DictConfig, attention: str = "sdpa", dropout: float | Non
             tokenizer = AutoTokenizer.from_pretrained(source)
             if cfg.get("random_init"):  # same shape and tokenizer, untrained weights: what pretraining buys
                 config = AutoConfig.from_pretrained(source, **overrides)
-                model = model_cls.from_config(config, attn_implementation=attn)
+                model, info = model_cls.from_config(config, attn_implementation=attn), {}
             else:
-                model = model_cls.from_pretrained(source, attn_implementation=attn, **overrides)
+                model, info = model_cls.from_pretrained(
+                    source, attn_implementation=attn, output_loading_info=True, **overrides
+                )
         except OSError as err:
             raise UserError(f"cannot load model={cfg.name} from {source}: {str(err).splitlines()[0]}") from err
+        if with_lm_head and any(key.split(".")[0] in ("cls", "lm_head") for key in info.get("missing_keys", ())):
+            # the checkpoint has no MLM weights (e.g. a sentence-embedding model): the LM head would be random
+            raise UserError(f"model={cfg.name} ships no masked-LM head: the verbalizer head needs one (use head=cls)")
     if with_lm_head:
         encoder = model.base_model
         lm_head = next(m for name, m in model.named_children() if m is not encoder and name in ("cls", "lm_head"))
-        if not _lm_head_is_trained(model, cfg):
-            raise UserError(f"model={cfg.name} ships no masked-LM head: the verbalizer head needs one (use head=cls)")
     else:
         encoder, lm_head = model, None
     if hasattr(encoder, "pooler"):
         encoder.pooler = None  # heads read the [CLS] hidden state; roberta-large ships no trained pooler
     return Backbone(encoder=encoder, tokenizer=tokenizer, lm_head=lm_head)
-
-
-def _lm_head_is_trained(model: nn.Module, cfg: DictConfig) -> bool:
-    """A checkpoint without MLM weights (e.g. a sentence-embedding model) would leave the LM head random."""
-    if cfg.get("tiny") and not cfg.get("path"):
-        return True
-    return bool(getattr(cfg, "has_lm_head", True))
 
 
 def count_parameters(module: nn.Module, trainable_only: bool = False) -> int:

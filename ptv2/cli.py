@@ -20,6 +20,7 @@ from ptv2.errors import UserError
 
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
 _failed_jobs: list[str] = []
+_dry_run_status: list[str] = []  # one status per job of a results.dry_run=true listing
 
 
 def _check_choices(argv: list[str]) -> None:
@@ -62,6 +63,9 @@ def _app(cfg: DictConfig) -> None:
 
     hydra_cfg = HydraConfig.get()
     sweeping = hydra_cfg.mode == RunMode.MULTIRUN
+    if cfg.results.get("dry_run"):
+        _dry_run(cfg, hydra_cfg.overrides.task)
+        return
     if cfg.train.get("gpu_per_job") and sweeping:
         pick_gpu(hydra_cfg.job.num)
     # Everything below runs inside the job's own process with the joblib/submitit launchers, so a failed
@@ -85,6 +89,18 @@ def _app(cfg: DictConfig) -> None:
         print(f"metrics: {run_dir(cfg) / 'metrics.json'}")
 
 
+def _dry_run(cfg: DictConfig, overrides) -> None:
+    """List instead of train: the job's overrides, run directory and whether it would be skipped."""
+    from ptv2.results import read_metrics, run_dir
+
+    directory = run_dir(cfg)
+    status = (read_metrics(directory) or {}).get("status") or "to run"
+    if status == "done" and cfg.results.force:
+        status = "done, forced: to run"
+    _dry_run_status.append(status)
+    print(f"[{status}] {directory}  ({' '.join(overrides)})")
+
+
 def _exit_with(error: UserError) -> None:
     print(f"ptv2-train: error: {error}", file=sys.stderr)
     sys.exit(2)
@@ -97,6 +113,9 @@ def main() -> None:
     except UserError as error:
         _exit_with(error)
     _app()
+    if _dry_run_status:
+        counts = {s: _dry_run_status.count(s) for s in dict.fromkeys(_dry_run_status)}
+        print(f"dry run: {len(_dry_run_status)} job(s): " + ", ".join(f"{n} {s}" for s, n in counts.items()))
     if _failed_jobs:
         print(f"ptv2-train: {len(_failed_jobs)} sweep job(s) failed: {'; '.join(_failed_jobs)}", file=sys.stderr)
         sys.exit(1)

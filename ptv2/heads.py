@@ -83,6 +83,10 @@ class MultiTaskHeads(nn.Module):
 
     def __init__(self, hidden_size: int, num_labels: dict[str, tuple[str, int]], dropout: float = 0.1) -> None:
         super().__init__()
+        if not isinstance(num_labels, dict):
+            from ptv2.errors import UserError
+
+            raise UserError("head=multi is MPT-2's own head: train several datasets with multitask=<family> instead")
         self.heads = nn.ModuleDict({name: HEADS[kind](hidden_size, n, dropout=dropout) for name, (kind, n) in num_labels.items()})
         self._order = list(self.heads.values())
 
@@ -96,3 +100,57 @@ class MultiTaskHeads(nn.Module):
 HEADS: dict[str, type[nn.Module]] = {
     "cls": ClsHead, "choice": ChoiceHead, "token": TokenHead, "span": SpanHead, "multi": MultiTaskHeads
 }
+
+
+class VerbalizerHead(nn.Module):
+    """Table 4's "verbalizer & LM head": the backbone's pretrained LM head at the input's mask token,
+    read at the label words only -> logits [N, num_labels].
+
+    The task's encoding puts the tokenizer's mask token before the final separator (``Task.append_mask``);
+    the last mask token of a row is the one read. Under a frozen backbone the LM head is frozen too.
+    """
+
+    def __init__(self, lm_head: nn.Module, label_token_ids: list[int], mask_token_id: int) -> None:
+        super().__init__()
+        self.lm_head = lm_head
+        self.mask_token_id = mask_token_id
+        self.register_buffer("label_token_ids", torch.tensor(label_token_ids), persistent=False)
+
+    def forward(self, hidden: torch.Tensor, batch: dict) -> torch.Tensor:
+        is_mask = batch["input_ids"] == self.mask_token_id
+        if not bool(is_mask.any(-1).all()):
+            raise ValueError("verbalizer head: a row has no mask token (the task's encoding must add one)")
+        length = is_mask.shape[-1]
+        last = length - 1 - is_mask.flip(-1).int().argmax(-1)  # last mask position per row
+        at_mask = hidden[torch.arange(hidden.shape[0], device=hidden.device), last]
+        return self.lm_head(at_mask)[:, self.label_token_ids]
+
+    def loss(self, logits: torch.Tensor, batch: dict) -> torch.Tensor:
+        return F.cross_entropy(logits.float(), batch["labels"])
+
+
+def verbalizer_token_ids(tokenizer, task_cfg, num_labels: int) -> list[int]:
+    """One vocabulary id per label from the task YAML's ``verbalizer`` words (in label order).
+
+    Each word is tokenised as " word" (after a space, as it stands before the mask token): RoBERTa's
+    byte-level BPE then yields the "Ġword" token, BERT's WordPiece the plain word.
+    """
+    from ptv2.errors import UserError
+
+    words = list(task_cfg.get("verbalizer") or [])
+    fix = f"set task.verbalizer=[...] (one word per label of {list(task_cfg.get('labels') or [])}) or use head=cls"
+    if not words:
+        raise UserError(f"task={task_cfg.name} has no verbalizer words for head=verbalizer: {fix}")
+    if len(words) != num_labels:
+        raise UserError(f"task={task_cfg.name} verbalizer has {len(words)} words for {num_labels} labels: {fix}")
+    if tokenizer.mask_token_id is None:
+        raise UserError("the tokenizer has no mask token: head=verbalizer needs a masked-LM model")
+    ids = []
+    for word in words:
+        pieces = tokenizer(" " + str(word), add_special_tokens=False)["input_ids"]
+        if len(pieces) != 1:
+            raise UserError(f"verbalizer word {word!r} is {len(pieces)} tokens for this tokenizer, not 1: {fix}")
+        ids.append(pieces[0])
+    if len(set(ids)) != len(ids):
+        raise UserError(f"task={task_cfg.name} verbalizer words {words} map to the same token: {fix}")
+    return ids

@@ -44,7 +44,7 @@ def encode_split(task: Task, split: str, limit: int | None) -> tuple[list[dict],
     records = task.read(split)
     if limit:
         records = records[:limit]
-    features = [f for i, r in enumerate(records) for f in task.encode(r, i, split)]
+    features = task.encode_all(records, split)
     if not features:
         raise UserError(f"task={task.name} split {split} has no examples")
     return records, features
@@ -130,7 +130,8 @@ def _peak_memory_mb(device: torch.device) -> float:
 
 def _save_prompt_head(path: Path, model: PromptedModel) -> None:
     """The per-task artifact: trainable prompt parameters, the computed prefix k/v, and the head."""
-    tensors = {f"head.{k}": v for k, v in model.head.state_dict().items()}
+    # trainable head parameters only: a frozen pretrained LM head (verbalizer) belongs to the backbone
+    tensors = {f"head.{k}": v for k, v in model.head.named_parameters() if v.requires_grad}
     if model.prompt is not None:
         tensors |= {f"prompt.{k}": v for k, v in model.prompt.state_dict().items()}
         if isinstance(model.prompt, DeepPrompt):
@@ -164,6 +165,7 @@ def run(cfg: DictConfig, overrides: list[str] | None = None) -> dict:
     head_kind = cfg.head or cfg.task.head
     backbone = load_backbone(cfg.model, cfg.train.attention, cfg.train.dropout, with_lm_head=head_kind == "verbalizer")
     task = build_task(cfg.task, cfg.data.root, backbone.tokenizer)
+    task.append_mask = head_kind == "verbalizer"
     train_records, train_features = encode_split(task, "train", cfg.data.max_train_samples)
     evals = {s: encode_split(task, s, cfg.data.max_eval_samples) for s in cfg.task.eval_splits}
 
@@ -189,8 +191,8 @@ def run(cfg: DictConfig, overrides: list[str] | None = None) -> dict:
     scheduler, step_every = _scheduler(optimizer, cfg, len(train_loader))
 
     params = {"backbone": count_parameters(model.encoder), "trainable": sum(p.numel() for p in trainable)}
-    params["stored"] = count_parameters(model.head) + (
-        model.prompt.stored_parameter_count() if isinstance(model.prompt, DeepPrompt) else 0
+    params["stored"] = count_parameters(model.head, trainable_only=True) + (
+        model.prompt.stored_parameter_count() if model.prompt is not None else 0
     )
     if not cfg.method.freeze_backbone:
         params["stored"] = params["trainable"]

@@ -9,8 +9,13 @@ their positions 0..T-1, so prompt length and sequence length are independent.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+
 import torch
 from torch import nn
+
+from ptv2.prompts.deberta import adapt_for_prefix
 
 
 class DeepPrompt(nn.Module):
@@ -47,6 +52,32 @@ class DeepPrompt(nn.Module):
             self.mlp = nn.Sequential(nn.Linear(hidden, mlp_hidden_size), nn.Tanh(), nn.Linear(mlp_hidden_size, out_size))
         self.dropout = nn.Dropout(dropout)
         self._slot = {layer: i for i, layer in enumerate(self.layers)}
+        self._step_prefix: torch.Tensor | None = None  # set only inside `one_pass`
+
+    def _all_vectors(self) -> torch.Tensor:
+        """[P, layers*2*H]: every layer's prefix in one matmul (or no op for the embedding reparam)."""
+        return self.embedding if self.reparam == "embedding" else self.mlp(self.embedding)
+
+    def _as_kv(self, vectors: torch.Tensor, batch_size: int, layers: int) -> torch.Tensor:
+        """[P, layers*2*H] -> [layers, 2, B, heads, P, head_dim], batch expanded (a view unless dropped out)."""
+        kv = vectors.view(self.prompt_length, layers, 2, self.num_heads, self.head_dim).permute(1, 2, 3, 0, 4)
+        kv = kv.unsqueeze(2).expand(layers, 2, batch_size, self.num_heads, self.prompt_length, self.head_dim)
+        if self.training and self.dropout.p > 0:
+            kv = self.dropout(kv)  # per example, as the official code drops out the batched prefix
+        return kv
+
+    @contextlib.contextmanager
+    def one_pass(self, batch_size: int) -> Iterator[None]:
+        """Compute all layers' prefix once for one forward pass; the hooks slice it.
+
+        Cuts the per-layer kernel launches (24 layers x reparam + dropout) to one set per step. Not for
+        gradient checkpointing, whose recomputation must rebuild the prefix inside each layer.
+        """
+        self._step_prefix = self._as_kv(self._all_vectors(), batch_size, len(self.layers))
+        try:
+            yield
+        finally:
+            self._step_prefix = None
 
     def _layer_vectors(self, slot: int) -> torch.Tensor:
         """[P, 2*H] prefix for one layer; the MLP computes only that layer's rows of its output."""
@@ -59,22 +90,17 @@ class DeepPrompt(nn.Module):
 
     def layer_kv(self, layer: int, batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Prefix keys and values of one layer, each [B, heads, P, head_dim]."""
-        vectors = self._layer_vectors(self._slot[layer])
-        kv = vectors.view(self.prompt_length, 2, self.num_heads, self.head_dim).permute(1, 2, 0, 3)
-        kv = kv.unsqueeze(1).expand(2, batch_size, *kv.shape[1:])
-        if self.training and self.dropout.p > 0:
-            kv = self.dropout(kv)  # per example, as the official code drops out the batched prefix
+        cached = self._step_prefix
+        if cached is not None and cached.shape[2] == batch_size:
+            kv = cached[self._slot[layer]]
+        else:
+            kv = self._as_kv(self._layer_vectors(self._slot[layer]), batch_size, 1)[0]
         return kv[0], kv[1]
 
     def computed_prefix(self) -> torch.Tensor:
         """All layers' prefix k/v, [layers, 2, heads, P, head_dim]: what a task must store after training."""
         with torch.no_grad():
-            return torch.stack(
-                [
-                    self._layer_vectors(i).view(self.prompt_length, 2, self.num_heads, self.head_dim).permute(1, 2, 0, 3)
-                    for i in range(len(self.layers))
-                ]
-            )
+            return self._as_kv(self._all_vectors(), 1, len(self.layers))[:, :, 0].clone()
 
     def stored_parameter_count(self) -> int:
         return len(self.layers) * 2 * self.num_heads * self.head_dim * self.prompt_length
@@ -128,8 +154,13 @@ def format_depth_range(layers: list[int]) -> str:
 
 
 def attach_deep_prompt(backbone, prompt: DeepPrompt) -> list:
-    """Hook the prompt into each chosen layer's self-attention; returns the hook handles."""
+    """Hook the prompt into each chosen layer's self-attention; returns the hook handles.
+
+    Attention modules without their own ``prefix_kv`` path (DeBERTa) first get a prefix-aware subclass.
+    """
     return [
-        backbone.self_attention(layer).register_forward_pre_hook(PrefixInjector(prompt, layer), with_kwargs=True)
+        adapt_for_prefix(backbone.self_attention(layer)).register_forward_pre_hook(
+            PrefixInjector(prompt, layer), with_kwargs=True
+        )
         for layer in prompt.layers
     ]

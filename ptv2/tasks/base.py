@@ -25,6 +25,8 @@ class Task:
     """Base class. Subclasses set ``head`` and implement ``read_file``, ``encode`` and ``metrics``."""
 
     head: ClassVar[str] = "cls"
+    # Set by the loop for head=verbalizer: encode puts the mask token the LM head reads into the input.
+    append_mask: bool = False
 
     def __init__(self, cfg: DictConfig, data_root: str | Path, tokenizer: PreTrainedTokenizerBase) -> None:
         self.cfg = cfg
@@ -76,6 +78,10 @@ class Task:
         """Features of one record (several for windowed QA or ReCoRD candidates); each keeps ``example_index``."""
         raise NotImplementedError
 
+    def encode_all(self, records: list[dict], split: str) -> list[dict]:
+        """Features of a whole split; tasks override it to report split-level facts (e.g. windowing)."""
+        return [f for i, r in enumerate(records) for f in self.encode(r, i, split)]
+
     # -- evaluation ------------------------------------------------------------------------
     def metrics(self, records: list[dict], features: list[dict], outputs: list[torch.Tensor]) -> dict[str, float]:
         """Metrics (percent) from the head's outputs, one tensor per feature, padding stripped."""
@@ -107,7 +113,10 @@ class ClassificationTask(Task):
 
     def encode(self, record: dict, index: int, split: str) -> list[dict]:
         first, second = self.texts(record)
-        feature = dict(self.tokenizer(first, second, truncation=True, max_length=self.max_length))
+        max_length = self.max_length - 1 if self.append_mask and self.max_length else self.max_length
+        feature = dict(self.tokenizer(first, second, truncation=True, max_length=max_length))
+        if self.append_mask:
+            insert_mask_token(feature, self.tokenizer.mask_token_id)
         feature["example_index"] = index
         if record.get("label") is not None:
             feature["labels"] = int(record["label"])
@@ -125,6 +134,16 @@ class ClassificationTask(Task):
     def majority_baseline(self, train, records):
         majority = Counter(r["label"] for r in train).most_common(1)[0][0]
         return self.metrics(records, [], [torch.nn.functional.one_hot(torch.tensor(majority), self.num_labels)] * len(records))
+
+
+def insert_mask_token(feature: dict, mask_token_id: int) -> None:
+    """Verbalizer input "[CLS] a [SEP] b [MASK] [SEP]": the mask goes before the final special token, after
+    truncation (room was left for it), so it survives any truncation; it takes the last segment's type."""
+    at = len(feature["input_ids"]) - 1
+    feature["input_ids"].insert(at, mask_token_id)
+    feature["attention_mask"].insert(at, 1)
+    if "token_type_ids" in feature:
+        feature["token_type_ids"].insert(at, feature["token_type_ids"][at - 1])
 
 
 def build_task(cfg: DictConfig, data_root: str | Path, tokenizer: PreTrainedTokenizerBase) -> Task:
