@@ -190,3 +190,16 @@ def test_end_to_end_both_stages(tmp_path):
     # A re-run finds every stage done and redoes nothing.
     result = _run(tmp_path, *CUSTOM, "train.epochs=1", "multitask.sampling=temperature")
     assert result.stdout.count("already done") == 3
+
+
+def test_end_to_end_ner_family(tmp_path):
+    """`ptv2-train multitask=ner model=tiny-bert`: conll03 + ontonotes + conll04, token heads of their own label sets."""
+    _run(tmp_path, "multitask=ner", "train.epochs=1", "data.max_eval_samples=4")
+    stage1_dir, stage1 = _metrics(tmp_path, "mpt-ner")
+    assert stage1["status"] == "done" and stage1["family"] == "ner"
+    assert {"conll03/f1", "ontonotes/f1", "conll04/f1", "mean_primary"} <= set(stage1["best"]["dev"])
+    heads = json.loads((stage1_dir / "prompt.json").read_text())["heads"]
+    assert {name: h["kind"] for name, h in heads.items()} == {"conll03": "token", "ontonotes": "token", "conll04": "token"}
+    for task in ("conll03", "ontonotes", "conll04"):
+        _, metrics = _metrics(tmp_path, task)
+        assert metrics["status"] == "done" and metrics["stage1_run"] == str(stage1_dir)
