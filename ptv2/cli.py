@@ -57,6 +57,7 @@ def _record_failure(cfg: DictConfig, error: BaseException) -> None:
 def _app(cfg: DictConfig) -> None:
     from ptv2.checkpoint import stop_on_signals
     from ptv2.distributed import pick_gpu
+    from ptv2.multitask import is_multitask, run_family
     from ptv2.results import run_dir
     from ptv2.train import run
 
@@ -71,9 +72,10 @@ def _app(cfg: DictConfig) -> None:
     # job is recorded in its run directory there; only the basic launcher's exit status sees _failed_jobs.
     try:
         with stop_on_signals():  # SIGTERM/SIGUSR1/SIGUSR2: checkpoint after the current step, exit 143
-            run(cfg, overrides=list(hydra_cfg.overrides.task))
+            # multitask=<family>: MPT-2, stage 1 then stage 2 per dataset, each its own run (ptv2/multitask.py)
+            (run_family if is_multitask(cfg) else run)(cfg, overrides=list(hydra_cfg.overrides.task))
     except Exception as error:
-        if sweeping or run_dir(cfg).exists():
+        if not is_multitask(cfg) and (sweeping or run_dir(cfg).exists()):  # run_family records its own runs
             _record_failure(cfg, error)
         if not sweeping:
             if isinstance(error, UserError):  # Hydra would print a traceback for anything it catches
@@ -83,7 +85,8 @@ def _app(cfg: DictConfig) -> None:
         detail = str(error) if isinstance(error, UserError) else traceback.format_exc()
         print(f"ptv2-train: job failed ({_failed_jobs[-1]}): {detail}", file=sys.stderr)
         return
-    print(f"metrics: {run_dir(cfg) / 'metrics.json'}")
+    if not is_multitask(cfg):
+        print(f"metrics: {run_dir(cfg) / 'metrics.json'}")
 
 
 def _dry_run(cfg: DictConfig, overrides) -> None:

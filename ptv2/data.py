@@ -39,6 +39,11 @@ def collate(features: list[dict], pad_token_id: int, pad_to_multiple_of: int = 1
             batch[key] = torch.tensor(_pad(values, pad, padded_length(max(map(len, values)))))
         else:
             batch[key] = torch.tensor(values)
+    if "task_id" in features[0]:  # MPT-2 stage 1: a batch is one dataset's; its head is chosen by this
+        task_ids = {f["task_id"] for f in features}
+        if len(task_ids) != 1:
+            raise ValueError(f"a multi-task batch mixes datasets {sorted(task_ids)}")
+        batch["task_id"] = task_ids.pop()
     # Known on the CPU for free: a batch without padding needs no attention mask at all.
     batch["padded"] = bool((batch["attention_mask"] == 0).any())
     return batch

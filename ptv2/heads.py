@@ -74,7 +74,32 @@ class SpanHead(nn.Module):
         return (F.cross_entropy(start, batch["start_positions"]) + F.cross_entropy(end, batch["end_positions"])) / 2
 
 
-HEADS: dict[str, type[nn.Module]] = {"cls": ClsHead, "choice": ChoiceHead, "token": TokenHead, "span": SpanHead}
+class MultiTaskHeads(nn.Module):
+    """MPT-2 stage 1: one head per dataset behind the one shared prompt. Every batch holds a single
+    dataset (``batch["task_id"]``, its position in ``num_labels``), whose head scores it and owns the loss.
+
+    ``num_labels``: dataset name -> (head kind, num_labels), in task_id order (``MultiTask.num_labels``).
+    """
+
+    def __init__(self, hidden_size: int, num_labels: dict[str, tuple[str, int]], dropout: float = 0.1) -> None:
+        super().__init__()
+        if not isinstance(num_labels, dict):
+            from ptv2.errors import UserError
+
+            raise UserError("head=multi is MPT-2's own head: train several datasets with multitask=<family> instead")
+        self.heads = nn.ModuleDict({name: HEADS[kind](hidden_size, n, dropout=dropout) for name, (kind, n) in num_labels.items()})
+        self._order = list(self.heads.values())
+
+    def forward(self, hidden: torch.Tensor, batch: dict) -> torch.Tensor:
+        return self._order[batch["task_id"]](hidden, batch)
+
+    def loss(self, logits: torch.Tensor, batch: dict) -> torch.Tensor:
+        return self._order[batch["task_id"]].loss(logits, batch)
+
+
+HEADS: dict[str, type[nn.Module]] = {
+    "cls": ClsHead, "choice": ChoiceHead, "token": TokenHead, "span": SpanHead, "multi": MultiTaskHeads
+}
 
 
 class VerbalizerHead(nn.Module):

@@ -18,6 +18,8 @@ SCHEMA_VERSION = 1
 # Keys that do not change what a run computes: where things live, how many workers load data, whether
 # to redo a finished run. Everything else is part of the run's identity.
 _NOT_IDENTITY = ("results", "data.root", "model.path", "train.num_workers", "train.progress", "train.gpu_per_job", "hydra")
+# Keys added after runs existed: left out of the identity while null, so older runs keep their keys.
+_IDENTITY_IF_SET = ("prompt.init_from",)
 
 
 def _identity(cfg: DictConfig) -> dict:
@@ -29,6 +31,13 @@ def _identity(cfg: DictConfig) -> dict:
             node = node.get(part, {}) if isinstance(node, dict) else {}
         if isinstance(node, dict):
             node.pop(leaf, None)
+    for dotted in _IDENTITY_IF_SET:
+        parent, leaf = dotted.split(".")
+        node = plain.get(parent)
+        if isinstance(node, dict) and node.get(leaf) is None:
+            node.pop(leaf, None)
+            if not node:
+                plain.pop(parent)
     return plain
 
 

@@ -28,6 +28,7 @@ from ptv2.backbone import count_parameters, load_backbone
 from ptv2.data import LengthGroupedSampler, RandomBatches, collate, feature_length
 from ptv2.errors import UserError
 from ptv2.model import PromptedModel, build_model
+from ptv2.multitask import TaskBatches, in_order_batches, init_prompt_from
 from ptv2.prompts.deep import DeepPrompt, format_depth_range
 from ptv2.results import SCHEMA_VERSION, read_metrics, run_dir, write_atomic, write_curves, write_json
 from ptv2.tasks.base import Task, build_task
@@ -50,13 +51,27 @@ def encode_split(task: Task, split: str, limit: int | None) -> tuple[list[dict],
 
 
 def _loader(
-    features, batch_size, pad_id, shuffle, seed, group_by_length, num_workers, ranks=None, pad_to_multiple_of=1
+    features, batch_size, pad_id, shuffle, seed, group_by_length, num_workers, ranks=None, multitask=None,
+    pad_to_multiple_of=1,
 ) -> DataLoader:
-    """Eval: in order. Train: shuffled by seed + epoch, this rank's shard of each global batch."""
+    """Eval: in order. Train: shuffled by seed + epoch, this rank's shard of each global batch.
+
+    Multi-task features (MPT-2 stage 1) carry ``task_id``: every batch then holds one dataset, drawn as
+    ``multitask.sampling`` says (ptv2/multitask.py).
+    """
     collate_fn = functools.partial(collate, pad_token_id=pad_id, pad_to_multiple_of=pad_to_multiple_of)
+    mixed = "task_id" in features[0]
     if not shuffle:
+        if mixed:
+            batches = in_order_batches([f["task_id"] for f in features], batch_size)
+            return DataLoader(features, batch_sampler=batches, collate_fn=collate_fn, num_workers=num_workers)
         return DataLoader(features, batch_size, collate_fn=collate_fn, num_workers=num_workers)
-    if group_by_length:
+    if mixed:
+        batches = TaskBatches(
+            [f["task_id"] for f in features], [feature_length(f) for f in features], batch_size, seed, group_by_length,
+            sampling=multitask.sampling, temperature=multitask.temperature,
+        )
+    elif group_by_length:
         batches = LengthGroupedSampler([feature_length(f) for f in features], batch_size, seed)
     else:
         batches = RandomBatches(len(features), batch_size, seed)
@@ -160,6 +175,8 @@ def run(cfg: DictConfig, overrides: list[str] | None = None) -> dict:
     evals = {s: encode_split(task, s, cfg.data.max_eval_samples) for s in cfg.task.eval_splits}
 
     model = build_model(cfg, backbone, task.num_labels, head_kind).to(device)
+    init_from = OmegaConf.select(cfg, "prompt.init_from")
+    stage1_run = init_prompt_from(init_from, cfg, model, head_kind) if init_from else None  # MPT-2 stage 2
     if cfg.method.freeze_backbone and device.type == "cuda" and cfg.train.precision == "bf16":
         model.encoder.to(torch.bfloat16)  # frozen weights need no fp32 master copy
     trainable = [p for p in model.parameters() if p.requires_grad]
@@ -171,10 +188,13 @@ def run(cfg: DictConfig, overrides: list[str] | None = None) -> dict:
     multiple = cfg.train.pad_to_multiple_of
     train_loader = _loader(
         train_features, cfg.train.batch_size, pad_id, True, cfg.seed, cfg.train.group_by_length, cfg.train.num_workers,
-        ranks, multiple,
+        ranks, cfg.multitask, multiple,
     )
     eval_loaders = {
-        s: _loader(f, cfg.train.eval_batch_size, pad_id, False, cfg.seed, False, cfg.train.num_workers, None, multiple)
+        s: _loader(
+            f, cfg.train.eval_batch_size, pad_id, False, cfg.seed, False, cfg.train.num_workers,
+            pad_to_multiple_of=multiple,
+        )
         for s, (_, f) in evals.items()
     }
     scheduler, step_every = _scheduler(optimizer, cfg, len(train_loader))
@@ -202,7 +222,7 @@ def run(cfg: DictConfig, overrides: list[str] | None = None) -> dict:
         "num_layers": backbone.num_layers,
         "seed": int(cfg.seed),
         "experiment": cfg.results.get("experiment"),
-        "stage1_run": None,
+        "stage1_run": stage1_run,
         "primary_metric": cfg.task.primary_metric,
         "report_split": cfg.task.report_split,
         "splits": list(cfg.task.eval_splits),
