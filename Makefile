@@ -37,5 +37,11 @@ tables: install
 figures: install
 	$(BIN)/python -m ptv2.report.figures --results results --out results/figures
 
+bench: install  # training speed/memory benchmark (GPU; add --quick for a CPU smoke run)
+	$(BIN)/python scripts/bench_train.py --out results/bench
+
+status: install
+	$(BIN)/ptv2-status --results results
+
 clean:
 	rm -rf $(VENV) results/runs results/.hydra .pytest_cache

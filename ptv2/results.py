@@ -17,7 +17,10 @@ from omegaconf import DictConfig, OmegaConf
 SCHEMA_VERSION = 1
 # Keys that do not change what a run computes: where things live, how many workers load data, whether
 # to redo a finished run. Everything else is part of the run's identity.
-_NOT_IDENTITY = ("results", "data.root", "model.path", "train.num_workers", "train.progress", "train.gpu_per_job", "hydra")
+_NOT_IDENTITY = (
+    "results", "data.root", "model.path", "train.num_workers", "train.progress", "train.gpu_per_job", "train.compile",
+    "train.pad_to_multiple_of", "hydra",
+)
 # Keys added after runs existed: left out of the identity while null, so older runs keep their keys.
 _IDENTITY_IF_SET = ("prompt.init_from",)
 

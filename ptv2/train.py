@@ -179,6 +179,8 @@ def run(cfg: DictConfig, overrides: list[str] | None = None) -> dict:
     stage1_run = init_prompt_from(init_from, cfg, model, head_kind) if init_from else None  # MPT-2 stage 2
     if cfg.method.freeze_backbone and device.type == "cuda" and cfg.train.precision == "bf16":
         model.encoder.to(torch.bfloat16)  # frozen weights need no fp32 master copy
+    if cfg.train.compile:
+        model.compile()  # in place: parameter names (checkpoints, safetensors) stay as they are
     trainable = [p for p in model.parameters() if p.requires_grad]
     distributed.broadcast_parameters(trainable)
     optimizer = torch.optim.AdamW(

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
+from conftest import run_cli
 from hydra import compose, initialize_config_dir
 from transformers import AutoConfig, AutoModel, AutoModelForMaskedLM
 
@@ -48,9 +48,7 @@ def _batch(tokenizer, num: int = 3) -> dict:
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "ptv2.cli", *args], cwd=REPO, capture_output=True, text=True, timeout=300
-    )
+    return run_cli(*args)
 
 
 # -- FT ----------------------------------------------------------------------------------------------

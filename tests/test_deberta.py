@@ -5,12 +5,12 @@ from __future__ import annotations
 import copy
 import json
 import math
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import torch
+from conftest import run_cli
 from omegaconf import OmegaConf
 from transformers import AutoConfig, AutoModel
 from transformers.models.deberta import modeling_deberta as v1
@@ -298,7 +298,7 @@ def test_cli_trains_rte_on_tiny_deberta(model, tmp_path, fixture_data):
         f"results.root={tmp_path}",
         "train.progress=false",
     ]
-    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300)
+    proc = run_cli(*cmd[3:])
     assert proc.returncode == 0, proc.stderr[-2000:]
     (metrics_path,) = tmp_path.rglob("metrics.json")
     metrics = json.loads(metrics_path.read_text())

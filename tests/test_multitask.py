@@ -37,9 +37,9 @@ def stage1(tmp_path_factory) -> Path:
 
     original = train_module.collate
 
-    def spy(features, pad_token_id):  # every batch the loop builds, train and eval
+    def spy(features, pad_token_id, **options):  # every batch the loop builds, train and eval
         seen.append({f["task_id"] for f in features})
-        return original(features, pad_token_id)
+        return original(features, pad_token_id, **options)
 
     train_module.collate = spy
     try:

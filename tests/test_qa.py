@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import torch
+from conftest import run_cli
 from omegaconf import OmegaConf
 
 from ptv2.errors import UserError
@@ -189,7 +189,7 @@ def test_quoref_yaml_reads_squad_json_from_its_folder(tmp_path, fixture_data):
 def train(tmp_path: Path, *overrides: str) -> tuple[dict, dict, Path]:
     cmd = [sys.executable, "-m", "ptv2.cli", *overrides, f"results.root={tmp_path}", "train.progress=false"]
     cmd += ["train.epochs=1", "task.max_length=64", "task.stride=16", "prompt_length=4"]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    proc = run_cli(*cmd[3:])
     assert proc.returncode == 0, proc.stderr[-2000:]
     (metrics_path,) = tmp_path.glob("runs/*/*/*/*/metrics.json")
     return (

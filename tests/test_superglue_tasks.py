@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import run_cli
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
@@ -33,7 +34,10 @@ def _task(name: str, data_root: Path, kind: str = "bert"):
 
 
 def _cli(*args: str, module: str = "ptv2.cli") -> subprocess.CompletedProcess:
-    done = subprocess.run([sys.executable, "-m", module, *args], cwd=REPO, capture_output=True, text=True)
+    if module == "ptv2.cli":
+        done = run_cli(*args)
+    else:
+        done = subprocess.run([sys.executable, "-m", module, *args], cwd=REPO, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-3000:]
     return done
 
