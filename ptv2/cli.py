@@ -107,7 +107,8 @@ def _exit_with(error: UserError) -> None:
 
 
 def main() -> None:
-    _failed_jobs.clear()
+    _failed_jobs.clear()  # per invocation (tests call main() repeatedly in one process)
+    _dry_run_status.clear()
     try:
         _check_choices(sys.argv[1:])
     except UserError as error:

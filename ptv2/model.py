@@ -39,7 +39,7 @@ class PromptedModel(nn.Module):
         if self.mask_format == "4d":
             mask = mask[:, None, None, :].bool()
         inputs["attention_mask"] = mask if batch.get("padded", True) else None
-        if isinstance(self.prompt, DeepPrompt) and not getattr(self.encoder, "is_gradient_checkpointing", False):
+        if isinstance(self.prompt, DeepPrompt) and not _checkpointing(self.encoder):
             with self.prompt.one_pass(inputs["input_ids"].shape[0]):
                 hidden = self.encoder(**inputs).last_hidden_state
         else:
@@ -50,6 +50,13 @@ class PromptedModel(nn.Module):
 
     def loss(self, logits: torch.Tensor, batch: dict) -> torch.Tensor:
         return self.head.loss(logits, batch)
+
+
+def _checkpointing(encoder: nn.Module) -> bool:
+    """Gradient checkpointing on? (transformers renamed the flag to `is_activation_checkpointing` in 5.2x)."""
+    flag = getattr(type(encoder), "is_activation_checkpointing", None)
+    name = "is_activation_checkpointing" if flag is not None else "is_gradient_checkpointing"
+    return bool(getattr(encoder, name, False))
 
 
 def build_model(cfg: DictConfig, backbone: Backbone, num_labels: int, head_kind: str) -> PromptedModel:
