@@ -259,11 +259,10 @@ def run(cfg: DictConfig, overrides: list[str] | None = None) -> dict:
         epoch_start = time.time()
         progress = tqdm(train_loader, desc=f"epoch {epoch}/{cfg.train.epochs}", leave=False, disable=not cfg.train.progress)
         for batch in progress:
+            real_tokens = int(batch["attention_mask"].sum())  # counted on the CPU: no GPU sync
             batch = _to(batch, device)
             with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
                 loss = model.loss(model(batch), batch)
-            if not torch.isfinite(loss):
-                raise UserError(f"loss became {loss.item()} at epoch {epoch} step {steps + 1}: lower train.lr={cfg.train.lr}")
             weight = train_loader.batch_sampler.weights[steps]  # this rank's share of the global batch
             (loss * weight).backward()
             ranks.average_gradients(trainable)
@@ -274,9 +273,11 @@ def run(cfg: DictConfig, overrides: list[str] | None = None) -> dict:
             if step_every == "step":
                 scheduler.step()
             step_loss, tokens, stop = ranks.sum(
-                loss.item() * weight / ranks.world, int(batch["attention_mask"].sum()) * (weight > 0),
-                checkpoint.stop_requested(), device=device,
+                loss.item() * weight / ranks.world, real_tokens * (weight > 0), checkpoint.stop_requested(), device=device,
             )
+            # Checked on the value the step reads anyway (one sync per step, after the update is queued).
+            if not math.isfinite(step_loss):
+                raise UserError(f"loss became {step_loss} at epoch {epoch} step {steps + 1}: lower train.lr={cfg.train.lr}")
             loss_sum, steps, train_tokens = loss_sum + step_loss, steps + 1, train_tokens + int(tokens)
             progress.set_postfix(loss=f"{loss_sum / steps:.4f}")
             if stop:  # SIGTERM/SIGUSR1/SIGUSR2: save this step and exit (re-run resumes here)

@@ -84,3 +84,16 @@ def test_bad_input_gives_one_clear_line(tmp_path, overrides, message):
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and message in lines[0], result.stderr
     assert "Traceback" not in result.stderr + result.stdout
+
+
+def test_nan_loss_stops_the_run_with_one_line_and_records_it(tmp_path, monkeypatch):
+    from ptv2.heads import ClsHead
+
+    monkeypatch.setattr(ClsHead, "loss", lambda self, logits, batch: logits.sum() * float("nan"))
+    result = _train(tmp_path)
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "loss became nan at epoch 1 step 1: lower train.lr=" in lines[0], result.stderr
+    (metrics_path,) = tmp_path.glob("runs/rte/tiny-bert/pt2/*/metrics.json")
+    metrics = json.loads(metrics_path.read_text())
+    assert metrics["status"] == "failed" and "loss became nan" in metrics["error"]
