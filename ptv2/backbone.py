@@ -11,7 +11,6 @@ import importlib.util
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 from transformers import AutoConfig, AutoModel, AutoModelForMaskedLM, AutoTokenizer, PreTrainedTokenizerBase
@@ -137,9 +136,3 @@ def load_backbone(cfg: DictConfig, attention: str = "sdpa", dropout: float | Non
 def count_parameters(module: nn.Module, trainable_only: bool = False) -> int:
     return sum(p.numel() for p in module.parameters() if p.requires_grad or not trainable_only)
 
-
-def autocast_dtype(device: torch.device, precision: str) -> torch.dtype | None:
-    """bf16 autocast on GPUs unless fp32 is asked for; CPUs run fp32."""
-    if precision == "fp32" or device.type != "cuda":
-        return None
-    return torch.bfloat16

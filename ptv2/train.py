@@ -209,6 +209,7 @@ def run(cfg: DictConfig, overrides: list[str] | None = None) -> dict:
         params["stored"] = params["trainable"]
     params |= {f"{k}_pct": 100 * params[k] / params["backbone"] for k in ("trainable", "stored")}
     layers = model.prompt.layers if isinstance(model.prompt, DeepPrompt) else []
+    majority = {s: m for s, (r, _) in evals.items() if (m := task.majority_baseline(train_records, r)) is not None}
     record = {
         "schema_version": SCHEMA_VERSION,
         "status": "running",
@@ -230,9 +231,7 @@ def run(cfg: DictConfig, overrides: list[str] | None = None) -> dict:
         "splits": list(cfg.task.eval_splits),
         "best_epoch": None,
         "best": None,
-        "majority_baseline": {s: task.majority_baseline(train_records, r) for s, (r, _) in evals.items()}
-        if task.majority_baseline(train_records, train_records[:1]) is not None
-        else None,
+        "majority_baseline": majority or None,
         "epochs": [],
         "params": params,
         "timing": {},
