@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import sys
 import traceback
+from contextlib import nullcontext
 from pathlib import Path
 
 import hydra
@@ -56,7 +57,7 @@ def _record_failure(cfg: DictConfig, error: BaseException) -> None:
 @hydra.main(version_base=None, config_path=str(CONF_DIR), config_name="config")
 def _app(cfg: DictConfig) -> None:
     from ptv2.checkpoint import stop_on_signals
-    from ptv2.distributed import pick_gpu
+    from ptv2.distributed import one_gpu_per_job
     from ptv2.multitask import is_multitask, run_family
     from ptv2.results import run_dir
     from ptv2.train import run
@@ -66,12 +67,11 @@ def _app(cfg: DictConfig) -> None:
     if cfg.results.get("dry_run"):
         _dry_run(cfg, hydra_cfg.overrides.task)
         return
-    if cfg.train.get("gpu_per_job") and sweeping:
-        pick_gpu(hydra_cfg.job.num)
+    own_gpu = one_gpu_per_job(hydra_cfg.job.num) if cfg.train.get("gpu_per_job") and sweeping else nullcontext()
     # Everything below runs inside the job's own process with the joblib/submitit launchers, so a failed
     # job is recorded in its run directory there; only the basic launcher's exit status sees _failed_jobs.
     try:
-        with stop_on_signals():  # SIGTERM/SIGUSR1/SIGUSR2: checkpoint after the current step, exit 143
+        with own_gpu, stop_on_signals():  # SIGTERM/SIGUSR1/SIGUSR2: checkpoint after the current step, exit 143
             # multitask=<family>: MPT-2, stage 1 then stage 2 per dataset, each its own run (ptv2/multitask.py)
             (run_family if is_multitask(cfg) else run)(cfg, overrides=list(hydra_cfg.overrides.task))
     except Exception as error:

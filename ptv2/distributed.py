@@ -8,15 +8,20 @@ flat all-reduce instead of wrapping the model in DistributedDataParallel: the tr
 check (heads that skip a parameter), and the loop keeps calling `model.loss`, `model.prompt` as is.
 Only rank 0 evaluates and writes results; the other ranks wait at the next collective.
 
-Also here: `pick_gpu`, one GPU per job for local parallel sweeps (`train.gpu_per_job=true`).
+Also here: `one_gpu_per_job`, one GPU per job for local parallel sweeps (`train.gpu_per_job=true`).
 """
 
 from __future__ import annotations
 
+import fcntl
 import os
+import tempfile
+import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from datetime import timedelta
+from pathlib import Path
 
 import torch
 import torch.distributed as dist
@@ -27,6 +32,9 @@ from torch.utils.data import Sampler
 class Ranks:
     rank: int = 0
     world: int = 1
+    # Time of each gradient all-reduce: CUDA event pairs (read at epoch end, not to wait for the GPU) or,
+    # on the CPU where gloo returns when done, seconds.
+    _allreduce_times: list = field(default_factory=list, compare=False, repr=False)
 
     @property
     def main(self) -> bool:
@@ -36,6 +44,12 @@ class Ranks:
         """Mean of every rank's gradients (one flat all-reduce); a no-op in one process."""
         if self.world == 1:
             return
+        cuda = params[0].is_cuda
+        if cuda:
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+        else:
+            started = time.perf_counter()
         grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
         flat = torch.cat([g.reshape(-1).float() for g in grads])
         dist.all_reduce(flat)
@@ -44,14 +58,64 @@ class Ranks:
         for p, g in zip(params, grads, strict=True):
             p.grad = flat[offset : offset + g.numel()].view_as(p).to(p.dtype)
             offset += g.numel()
+        if cuda:
+            end.record()
+            self._allreduce_times.append((start, end))
+        else:
+            self._allreduce_times.append(time.perf_counter() - started)
 
-    def sum(self, *values: float, device: torch.device) -> list[float]:
-        """Sum scalars over ranks (loss, token counts, a stop request) so every rank agrees."""
-        if self.world == 1:
-            return list(values)
-        tensor = torch.tensor(values, dtype=torch.float64, device=device)
-        dist.all_reduce(tensor)
-        return tensor.tolist()
+    def allreduce_seconds(self) -> float:
+        """Time spent in gradient all-reduces since the last call, waiting for slower ranks included."""
+        times, self._allreduce_times[:] = list(self._allreduce_times), []
+        seconds = 0.0
+        for entry in times:
+            if isinstance(entry, float):
+                seconds += entry
+            else:
+                start, end = entry
+                end.synchronize()
+                seconds += start.elapsed_time(end) / 1000
+        return seconds
+
+
+class StepTotals:
+    """Each step's loss, real-token count and stop request, summed over ranks, read one step late.
+
+    Reading a GPU value waits for the GPU. ``add`` only queues the sums (an all-reduce across ranks) and a
+    copy to pinned host memory; the loop ``settle``s the previous step once the next batch is loaded and on
+    its way, so data loading overlaps the GPU's work instead of following it.
+    """
+
+    def __init__(self, ranks: Ranks, device: torch.device) -> None:
+        self.ranks, self.device = ranks, device
+        self._pending: tuple[torch.Tensor, torch.cuda.Event | None] | None = None
+
+    def add(self, loss: torch.Tensor, tokens: int, stop: bool) -> None:
+        # torch.full passes the Python numbers as kernel arguments: no host-to-device copy, no wait.
+        values = torch.stack([
+            loss.detach().double(),
+            torch.full((), float(tokens), dtype=torch.float64, device=self.device),
+            torch.full((), float(stop), dtype=torch.float64, device=self.device),
+        ])
+        if self.ranks.world > 1:
+            dist.all_reduce(values)
+        event = None
+        if self.device.type == "cuda":
+            host = torch.empty(values.shape, dtype=values.dtype, pin_memory=True)
+            values = host.copy_(values, non_blocking=True)
+            event = torch.cuda.Event()
+            event.record()
+        self._pending = (values, event)
+
+    def settle(self) -> tuple[float, int, bool] | None:
+        """The last added step's (loss, tokens, stop) summed over ranks; None when nothing is pending."""
+        if self._pending is None:
+            return None
+        (values, event), self._pending = self._pending, None
+        if event is not None:
+            event.synchronize()
+        loss, tokens, stop = values.tolist()
+        return loss, int(tokens), stop > 0
 
 
 def setup() -> Ranks:
@@ -75,13 +139,41 @@ def broadcast_parameters(params: list[torch.nn.Parameter]) -> None:
             dist.broadcast(p.data, src=0)
 
 
-def pick_gpu(job_num: int) -> int | None:
-    """One GPU per local sweep job: job number modulo the visible GPUs (respects CUDA_VISIBLE_DEVICES)."""
+@contextmanager
+def claim_slot(names: list[str], lock_dir: Path) -> Iterator[int | None]:
+    """Hold the first of ``names`` that no other process holds (an exclusive lock on ``lock_dir/<name>.lock``,
+    released on exit); None when every one is held."""
+    lock_dir.mkdir(parents=True, exist_ok=True)
+    for index, name in enumerate(names):
+        handle = open(lock_dir / f"{name}.lock", "w")  # noqa: SIM115 - held open while the job runs
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.close()
+            continue
+        try:
+            yield index
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+            handle.close()
+        return
+    yield None
+
+
+@contextmanager
+def one_gpu_per_job(job_num: int) -> Iterator[int | None]:
+    """A local sweep job's own GPU (`train.gpu_per_job=true`): the first visible GPU that no other ptv2 job on
+    this machine is using, for as long as the job runs. Choosing by job number instead (job % GPUs) put two
+    jobs on one GPU whenever an odd job finished first. With more jobs than GPUs, GPU job % count."""
     if not torch.cuda.is_available():
-        return None
-    gpu = job_num % torch.cuda.device_count()
-    torch.cuda.set_device(gpu)
-    return gpu
+        yield None
+        return
+    count = torch.cuda.device_count()
+    names = [f"ptv2-gpu-{torch.cuda.get_device_properties(i).uuid}" for i in range(count)]
+    with claim_slot(names, Path(tempfile.gettempdir())) as free:
+        gpu = job_num % count if free is None else free
+        torch.cuda.set_device(gpu)
+        yield gpu
 
 
 class ShardedBatches(Sampler[list[int]]):

@@ -52,20 +52,21 @@ def encode_split(task: Task, split: str, limit: int | None) -> tuple[list[dict],
 
 def _loader(
     features, batch_size, pad_id, shuffle, seed, group_by_length, num_workers, ranks=None, multitask=None,
-    pad_to_multiple_of=1,
+    pad_to_multiple_of=1, pin_memory=False,
 ) -> DataLoader:
     """Eval: in order. Train: shuffled by seed + epoch, this rank's shard of each global batch.
 
     Multi-task features (MPT-2 stage 1) carry ``task_id``: every batch then holds one dataset, drawn as
-    ``multitask.sampling`` says (ptv2/multitask.py).
+    ``multitask.sampling`` says (ptv2/multitask.py). ``pin_memory`` (CUDA) lets batches copy to the GPU
+    without waiting for it.
     """
     collate_fn = functools.partial(collate, pad_token_id=pad_id, pad_to_multiple_of=pad_to_multiple_of)
+    options = {"collate_fn": collate_fn, "num_workers": num_workers, "pin_memory": pin_memory}
     mixed = "task_id" in features[0]
     if not shuffle:
         if mixed:
-            batches = in_order_batches([f["task_id"] for f in features], batch_size)
-            return DataLoader(features, batch_sampler=batches, collate_fn=collate_fn, num_workers=num_workers)
-        return DataLoader(features, batch_size, collate_fn=collate_fn, num_workers=num_workers)
+            return DataLoader(features, batch_sampler=in_order_batches([f["task_id"] for f in features], batch_size), **options)
+        return DataLoader(features, batch_size, **options)
     if mixed:
         batches = TaskBatches(
             [f["task_id"] for f in features], [feature_length(f) for f in features], batch_size, seed, group_by_length,
@@ -79,7 +80,7 @@ def _loader(
     sampler = distributed.ShardedBatches(batches, ranks.rank, ranks.world)
     # Own generator: starting an epoch draws worker seeds from it, not from the global RNG (exact resume).
     generator = torch.Generator().manual_seed(seed)
-    return DataLoader(features, batch_sampler=sampler, collate_fn=collate_fn, num_workers=num_workers, generator=generator)
+    return DataLoader(features, batch_sampler=sampler, generator=generator, **options)
 
 
 def _to(batch: dict, device: torch.device) -> dict:
@@ -121,6 +122,13 @@ def _device(cfg: DictConfig) -> torch.device:
     if cfg.train.device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(cfg.train.device)
+
+
+def _device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        index = torch.cuda.current_device()
+        return f"cuda:{index} {torch.cuda.get_device_name(index)}"
+    return device.type
 
 
 def _peak_memory_mb(device: torch.device) -> float:
@@ -190,12 +198,12 @@ def run(cfg: DictConfig, overrides: list[str] | None = None) -> dict:
     multiple = cfg.train.pad_to_multiple_of
     train_loader = _loader(
         train_features, cfg.train.batch_size, pad_id, True, cfg.seed, cfg.train.group_by_length, cfg.train.num_workers,
-        ranks, cfg.multitask, multiple,
+        ranks, cfg.multitask, multiple, pin_memory=device.type == "cuda",
     )
     eval_loaders = {
         s: _loader(
             f, cfg.train.eval_batch_size, pad_id, False, cfg.seed, False, cfg.train.num_workers,
-            pad_to_multiple_of=multiple,
+            pad_to_multiple_of=multiple, pin_memory=device.type == "cuda",
         )
         for s, (_, f) in evals.items()
     }
@@ -244,14 +252,35 @@ def run(cfg: DictConfig, overrides: list[str] | None = None) -> dict:
         write_atomic(out / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
 
     primary, best_score, train_tokens, train_seconds = cfg.task.primary_metric, -math.inf, 0, 0.0
-    first_epoch, loss_sum, steps = 1, 0.0, 0
+    first_epoch, loss_sum, steps, allreduce_seconds = 1, 0.0, 0, 0.0
     resumed = checkpoint.load(out, model, optimizer, scheduler)  # None: a fresh start
     if resumed:
         record, best_score, train_tokens, train_seconds = (resumed[k] for k in ("record", "best_score", "train_tokens", "train_seconds"))
         first_epoch, loss_sum, steps = resumed["epoch"], resumed["loss_sum"], resumed["step"]
+        allreduce_seconds = record["timing"].get("allreduce_s", 0.0)
         started -= record["timing"].get("wall_s", 0.0)  # wall time adds up over the processes
         train_loader.batch_sampler.resume_at = (first_epoch, steps)
         print(f"resuming from {checkpoint.path(out)}: epoch {first_epoch}, step {steps}", flush=True)
+    totals = distributed.StepTotals(ranks, device)
+
+    def settle_last_step(epoch: int, epoch_start: float, progress: tqdm) -> None:
+        """Book the last queued step (read one step late, see StepTotals); save and exit if asked to stop."""
+        nonlocal loss_sum, train_tokens
+        if (settled := totals.settle()) is None:
+            return
+        step_loss, tokens, stop = settled
+        if not math.isfinite(step_loss):
+            raise UserError(f"loss became {step_loss} at epoch {epoch} step {steps}: lower train.lr={cfg.train.lr}")
+        loss_sum, train_tokens = loss_sum + step_loss, train_tokens + tokens
+        progress.set_postfix(loss=f"{loss_sum / steps:.4f}")
+        if stop:  # SIGTERM/SIGUSR1/SIGUSR2: save after this step and exit (re-run resumes here)
+            if ranks.main:
+                checkpoint.save(
+                    out, model, optimizer, scheduler, epoch=epoch, step=steps, loss_sum=loss_sum, record=record,
+                    best_score=best_score, train_tokens=train_tokens, train_seconds=train_seconds + time.time() - epoch_start,
+                )
+            checkpoint.exit_interrupted(out)
+
     for epoch in range(first_epoch, cfg.train.epochs + 1):
         model.train()
         train_loader.batch_sampler.set_epoch(epoch)
@@ -260,6 +289,7 @@ def run(cfg: DictConfig, overrides: list[str] | None = None) -> dict:
         for batch in progress:
             real_tokens = int(batch["attention_mask"].sum())  # counted on the CPU: no GPU sync
             batch = _to(batch, device)
+            settle_last_step(epoch, epoch_start, progress)  # the previous step, now that this batch is on its way
             with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
                 loss = model.loss(model(batch), batch)
             weight = train_loader.batch_sampler.weights[steps]  # this rank's share of the global batch
@@ -271,25 +301,14 @@ def run(cfg: DictConfig, overrides: list[str] | None = None) -> dict:
             optimizer.zero_grad(set_to_none=True)
             if step_every == "step":
                 scheduler.step()
-            step_loss, tokens, stop = ranks.sum(
-                loss.item() * weight / ranks.world, real_tokens * (weight > 0), checkpoint.stop_requested(), device=device,
-            )
-            # Checked on the value the step reads anyway (one sync per step, after the update is queued).
-            if not math.isfinite(step_loss):
-                raise UserError(f"loss became {step_loss} at epoch {epoch} step {steps + 1}: lower train.lr={cfg.train.lr}")
-            loss_sum, steps, train_tokens = loss_sum + step_loss, steps + 1, train_tokens + int(tokens)
-            progress.set_postfix(loss=f"{loss_sum / steps:.4f}")
-            if stop:  # SIGTERM/SIGUSR1/SIGUSR2: save this step and exit (re-run resumes here)
-                if ranks.main:
-                    checkpoint.save(
-                        out, model, optimizer, scheduler, epoch=epoch, step=steps, loss_sum=loss_sum, record=record,
-                        best_score=best_score, train_tokens=train_tokens, train_seconds=train_seconds + time.time() - epoch_start,
-                    )
-                checkpoint.exit_interrupted(out)
+            steps += 1
+            totals.add(loss * (weight / ranks.world), real_tokens * (weight > 0), checkpoint.stop_requested())
+        settle_last_step(epoch, epoch_start, progress)
         lr = optimizer.param_groups[0]["lr"]
         if step_every == "epoch":
             scheduler.step()
         train_seconds += time.time() - epoch_start
+        allreduce_seconds += ranks.allreduce_seconds()
         epoch_loss, loss_sum, steps = loss_sum / max(1, steps), 0.0, 0
         if not ranks.main:  # rank 0 alone evaluates and writes
             continue
@@ -312,6 +331,11 @@ def run(cfg: DictConfig, overrides: list[str] | None = None) -> dict:
             "train_s": train_seconds,
             "train_tokens_per_s": train_tokens / max(train_seconds, 1e-9),
             "peak_memory_mb": _peak_memory_mb(device),
+            "processes": ranks.world,
+            "device": _device_name(device),
+            # GPU time in the gradient all-reduce (rank 0, waiting for slower ranks included); 0 in one process
+            "allreduce_s": allreduce_seconds,
+            "allreduce_share": allreduce_seconds / max(train_seconds, 1e-9),
         }
         write_curves(out / "curves.csv", record["epochs"])
         write_json(out / "metrics.json", record)

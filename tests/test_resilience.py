@@ -13,6 +13,7 @@ import torch
 from safetensors.torch import load_file
 
 from ptv2 import checkpoint
+from ptv2.distributed import claim_slot
 from ptv2.status import main as status_main
 
 REPO = Path(__file__).resolve().parent.parent
@@ -115,6 +116,18 @@ def test_two_rank_data_parallel_matches_one_process(tmp_path):
         assert e2["train_loss"] == pytest.approx(e1["train_loss"], abs=1e-5)
         assert e2["metrics"] == e1["metrics"]
     assert out.count("epoch 2:") == 1  # only rank 0 evaluates and reports
+    assert (m2["timing"]["processes"], m1["timing"]["processes"]) == (2, 1)
+    assert m1["timing"]["allreduce_s"] == 0 < m2["timing"]["allreduce_s"] < m2["timing"]["train_s"]
+
+
+def test_each_concurrent_job_claims_a_different_gpu_slot_until_it_ends(tmp_path):
+    names = ["gpu-a", "gpu-b"]
+    with claim_slot(names, tmp_path) as first, claim_slot(names, tmp_path) as second:
+        assert (first, second) == (0, 1)
+        with claim_slot(names, tmp_path) as third:
+            assert third is None  # all held: the caller falls back to job % GPUs
+    with claim_slot(names, tmp_path) as again:  # released when the jobs ended
+        assert again == 0
 
 
 def _write_run(root: Path, key: str, metrics: dict | None, with_checkpoint: bool = False) -> None:
