@@ -72,6 +72,8 @@ def test_sigterm_then_rerun_resumes_and_matches_uninterrupted_run(tmp_path):
     assert not checkpoint.path(resumed["dir"]).parent.exists()  # deleted once done
     for key in ("timing", "created", "versions", "dir"):
         resumed.pop(key), uninterrupted.pop(key)
+    for epoch in resumed["epochs"] + uninterrupted["epochs"]:
+        assert epoch.pop("train_s") > 0
     assert resumed["status"] == "done" and len(resumed["epochs"]) == 3
     assert resumed == uninterrupted
     a, b = (
