@@ -7,6 +7,7 @@ epoch as the paper reports it) -> write the run directory.
 from __future__ import annotations
 
 import functools
+import gc
 import math
 import random
 import resource
@@ -166,6 +167,7 @@ def run(cfg: DictConfig, overrides: list[str] | None = None) -> dict:
         print(f"already done (results.force=true to redo): {out / 'metrics.json'}")
         return previous
     started = time.time()
+    gc.unfreeze()  # a job that failed earlier in this process (sweeps) left its objects frozen
     seed_everything(cfg.seed)
     ranks = distributed.setup()  # torchrun: one process per GPU (ptv2/distributed.py); else rank 0 of 1
     device = _device(cfg)
@@ -262,6 +264,9 @@ def run(cfg: DictConfig, overrides: list[str] | None = None) -> dict:
         train_loader.batch_sampler.resume_at = (first_epoch, steps)
         print(f"resuming from {checkpoint.path(out)}: epoch {first_epoch}, step {steps}", flush=True)
     totals = distributed.StepTotals(ranks, device)
+    # The encoded dataset and the model live as long as the run: keep them out of the collector's full passes
+    # (hundreds of ms each over a large dataset's feature lists, stalling every rank that waits on this one).
+    gc.freeze()
 
     def settle_last_step(epoch: int, epoch_start: float, progress: tqdm) -> None:
         """Book the last queued step (read one step late, see StepTotals); save and exit if asked to stop."""
@@ -346,6 +351,7 @@ def run(cfg: DictConfig, overrides: list[str] | None = None) -> dict:
             best_score=best_score, train_tokens=train_tokens, train_seconds=train_seconds,
         )
 
+    gc.unfreeze()
     record["status"] = "done"
     if ranks.main:
         write_json(out / "metrics.json", record)

@@ -48,8 +48,9 @@ torchrun --standalone --nproc_per_node 2 /tmp/allreduce.py 2>&1 | grep all-reduc
 # host ~43 ms whatever the batch (scripts/profile_step.py): each GPU needs ~8k tokens per step to hide it.
 RUNS=(
   "$LARGE task=rte task.max_length=256 train.batch_size=128 train.epochs=10 train.lr=5e-3"
+  "$LARGE task=rte task.max_length=256 train.batch_size=256 train.epochs=10 train.lr=5e-3"
   "model=minilm model.path=.carry/minilm task=quoref train.batch_size=128 train.epochs=3 train.lr=1e-2"
-  "$LARGE task=quoref train.batch_size=64 train.epochs=1 train.lr=5e-3"
+  "model=minilm model.path=.carry/minilm task=quoref train.batch_size=256 train.epochs=3 train.lr=1e-2"
   ${DDP_EXTRA_RUNS:-}
 )
 for run in "${RUNS[@]}"; do
