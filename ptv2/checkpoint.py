@@ -38,7 +38,8 @@ def path(run_directory: Path) -> Path:
 def _rng_state() -> dict:
     state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
     if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
+        # this process's GPU only: reading every GPU's state would open a context on each (torchrun ranks)
+        state["cuda_device"] = torch.cuda.get_rng_state()
     return state
 
 
@@ -46,8 +47,8 @@ def _set_rng_state(state: dict) -> None:
     random.setstate(state["python"])
     np.random.set_state(state["numpy"])
     torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+    if "cuda_device" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state(state["cuda_device"])
 
 
 def save(run_directory: Path, model: torch.nn.Module, optimizer, scheduler, **loop) -> None:

@@ -125,6 +125,13 @@ def _device(cfg: DictConfig) -> torch.device:
     return torch.device(cfg.train.device)
 
 
+def _num_workers(cfg: DictConfig, device: torch.device) -> int:
+    """Collation in worker processes keeps the GPU fed; on the CPU they would compete for the same cores."""
+    if cfg.train.num_workers == "auto":
+        return 2 if device.type == "cuda" else 0
+    return int(cfg.train.num_workers)
+
+
 def _device_name(device: torch.device) -> str:
     if device.type == "cuda":
         index = torch.cuda.current_device()
@@ -197,14 +204,14 @@ def run(cfg: DictConfig, overrides: list[str] | None = None) -> dict:
         trainable, lr=cfg.train.lr, weight_decay=cfg.train.weight_decay, fused=device.type == "cuda"
     )
     pad_id = backbone.tokenizer.pad_token_id
-    multiple = cfg.train.pad_to_multiple_of
+    multiple, workers = cfg.train.pad_to_multiple_of, _num_workers(cfg, device)
     train_loader = _loader(
-        train_features, cfg.train.batch_size, pad_id, True, cfg.seed, cfg.train.group_by_length, cfg.train.num_workers,
+        train_features, cfg.train.batch_size, pad_id, True, cfg.seed, cfg.train.group_by_length, workers,
         ranks, cfg.multitask, multiple, pin_memory=device.type == "cuda",
     )
     eval_loaders = {
         s: _loader(
-            f, cfg.train.eval_batch_size, pad_id, False, cfg.seed, False, cfg.train.num_workers,
+            f, cfg.train.eval_batch_size, pad_id, False, cfg.seed, False, workers,
             pad_to_multiple_of=multiple, pin_memory=device.type == "cuda",
         )
         for s, (_, f) in evals.items()

@@ -86,6 +86,8 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="tiny sizes (CPU smoke run)")
     args = parser.parse_args()
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.type == "cuda":
+        torch.backends.cuda.enable_cudnn_sdp(False)  # as ptv2-train does (ptv2/train.py)
     if args.quick:
         args.batch_sizes, args.length, args.steps = [4], 16, 3
     for batch_size in args.batch_sizes:

@@ -97,3 +97,18 @@ def test_nan_loss_stops_the_run_with_one_line_and_records_it(tmp_path, monkeypat
     (metrics_path,) = tmp_path.glob("runs/rte/tiny-bert/pt2/*/metrics.json")
     metrics = json.loads(metrics_path.read_text())
     assert metrics["status"] == "failed" and "loss became nan" in metrics["error"]
+
+
+def test_collation_workers_train_exactly_as_the_main_process(tmp_path):
+    from safetensors.torch import load_file
+
+    runs = {}
+    for workers in ("auto", "2"):  # auto is 0 on the CPU
+        result = _train(tmp_path / workers, "task=rte", "model=tiny-bert", "train.dropout=0", f"train.num_workers={workers}")
+        assert result.returncode == 0, result.stderr
+        path = Path(result.stdout.strip().splitlines()[-1].removeprefix("metrics: "))
+        runs[workers] = json.loads(path.read_text()), load_file(path.parent / "prompt_head.safetensors")
+    (main, main_tensors), (workers, worker_tensors) = runs["auto"], runs["2"]
+    assert [e["train_loss"] for e in main["epochs"]] == [e["train_loss"] for e in workers["epochs"]]
+    assert main_tensors.keys() == worker_tensors.keys()
+    assert all((main_tensors[k] == worker_tensors[k]).all() for k in main_tensors)
