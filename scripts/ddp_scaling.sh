@@ -4,7 +4,7 @@
 # (random weights, RTE) and on real MiniLM (Quoref), then a 4-job sweep on 1 GPU vs spread over 2
 # (joblib launcher, one job per GPU). Needs .carry (python scripts/prepare_real_evidence.py) and .whl/base
 # (bash scripts/prepare_gpu_wheels.sh) carried; summary -> stdout, results -> $OUT/ddp.tgz.
-#   bash scripts/ddp_scaling.sh            # ~8 min on 2 x H100/H200
+#   bash scripts/ddp_scaling.sh            # ~8 min on 2 x H100/H200 (DDP_SWEEP=0: runs only, ~6 min)
 set -uo pipefail
 DEADLINE=$(($(date +%s) + ${DDP_DEADLINE_S:-560}))  # the sweeps stop here so the summary and tarball still come
 left() { echo $((DEADLINE - $(date +%s))); }
@@ -44,8 +44,8 @@ dist.destroy_process_group()
 PY
 torchrun --standalone --nproc_per_node 2 /tmp/allreduce.py 2>&1 | grep all-reduce
 
-# Each run with 1 process and with 2 at the same global batch. A step of the roberta-large shape costs the
-# host ~43 ms whatever the batch (scripts/profile_step.py): each GPU needs ~8k tokens per step to hide it.
+# Each run with 1 process and with 2 at the same global batch. Per-GPU batches below ~64 sequences leave the
+# GPUs waiting on the host (docs/performance.md): 64 and 128 per GPU here.
 RUNS=(
   "$LARGE task=rte task.max_length=256 train.batch_size=128 train.epochs=10 train.lr=5e-3"
   "$LARGE task=rte task.max_length=256 train.batch_size=256 train.epochs=10 train.lr=5e-3"
