@@ -170,7 +170,8 @@ def one_gpu_per_job(job_num: int) -> Iterator[int | None]:
         return
     count = torch.cuda.device_count()
     names = [f"ptv2-gpu-{torch.cuda.get_device_properties(i).uuid}" for i in range(count)]
-    with claim_slot(names, Path(tempfile.gettempdir())) as free:
+    # per user: another user's lock files in a shared /tmp would not be writable
+    with claim_slot(names, Path(tempfile.gettempdir()) / f"ptv2-gpus-{os.getuid()}") as free:
         gpu = job_num % count if free is None else free
         torch.cuda.set_device(gpu)
         yield gpu

@@ -12,7 +12,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from ptv2 import checkpoint
+from ptv2 import checkpoint, distributed
 from ptv2.distributed import claim_slot
 from ptv2.status import main as status_main
 
@@ -130,6 +130,20 @@ def test_each_concurrent_job_claims_a_different_gpu_slot_until_it_ends(tmp_path)
             assert third is None  # all held: the caller falls back to job % GPUs
     with claim_slot(names, tmp_path) as again:  # released when the jobs ended
         assert again == 0
+
+
+def test_two_running_sweep_jobs_never_share_a_gpu(tmp_path, monkeypatch):
+    # Jobs 0 and 2 running together (job 1 finished first): job % GPUs would put both on GPU 0.
+    chosen = []
+    monkeypatch.setattr(distributed.tempfile, "gettempdir", lambda: str(tmp_path))
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.setattr(torch.cuda, "get_device_properties", lambda i: type("Props", (), {"uuid": f"uuid-{i}"}))
+    monkeypatch.setattr(torch.cuda, "set_device", chosen.append)
+    with distributed.one_gpu_per_job(0) as first, distributed.one_gpu_per_job(2) as second:
+        assert (first, second) == (0, 1) and chosen == [0, 1]
+    with distributed.one_gpu_per_job(3) as later:
+        assert later == 0  # both freed when their jobs ended
 
 
 def _write_run(root: Path, key: str, metrics: dict | None, with_checkpoint: bool = False) -> None:
