@@ -89,6 +89,8 @@ class StepTotals:
     def __init__(self, ranks: Ranks, device: torch.device) -> None:
         self.ranks, self.device = ranks, device
         self._pending: tuple[torch.Tensor, torch.cuda.Event | None] | None = None
+        # One pinned buffer: a step's values are settled before the next step's are copied in.
+        self._host = torch.empty(3, dtype=torch.float64, pin_memory=True) if device.type == "cuda" else None
 
     def add(self, loss: torch.Tensor, tokens: int, stop: bool) -> None:
         # torch.full passes the Python numbers as kernel arguments: no host-to-device copy, no wait.
@@ -100,9 +102,8 @@ class StepTotals:
         if self.ranks.world > 1:
             dist.all_reduce(values)
         event = None
-        if self.device.type == "cuda":
-            host = torch.empty(values.shape, dtype=values.dtype, pin_memory=True)
-            values = host.copy_(values, non_blocking=True)
+        if self._host is not None:
+            values = self._host.copy_(values, non_blocking=True)
             event = torch.cuda.Event()
             event.record()
         self._pending = (values, event)

@@ -24,11 +24,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bench_train  # noqa: E402 - a sibling script: the same model builder and batches as the benchmark
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def profile(batch_size: int, length: int, args, device: torch.device) -> None:
     shape = bench_train.SHAPES[args.shape] | (bench_train.QUICK_SIZES if args.quick else {})
     runner, _ = bench_train.build_ptv2(shape, args.prompt_length, device, compile_model=args.compile)
@@ -37,20 +32,20 @@ def profile(batch_size: int, length: int, args, device: torch.device) -> None:
     batches = [runner.prepare(b, length) for b in data["batches"]]
     for batch in batches[:5]:  # warm-up: allocator, kernels, compilation
         runner.step(batch)
-    _sync(device)
+    bench_train._sync(device)
 
     synced = []
     for batch in batches[5:]:
         start = time.perf_counter()
         runner.step(batch)
-        _sync(device)
+        bench_train._sync(device)
         synced.append(time.perf_counter() - start)
     start, host = time.perf_counter(), []
     for batch in batches[5:]:
         step_start = time.perf_counter()
         runner.step(batch)
         host.append(time.perf_counter() - step_start)
-    _sync(device)
+    bench_train._sync(device)
     queued = (time.perf_counter() - start) / len(batches[5:])
 
     sites: Counter[str] = Counter()
