@@ -11,6 +11,7 @@ import importlib.util
 from dataclasses import dataclass
 from pathlib import Path
 
+import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 from transformers import AutoConfig, AutoModel, AutoModelForMaskedLM, AutoTokenizer, PreTrainedTokenizerBase
@@ -24,9 +25,13 @@ from ptv2.prompts.attention import ATTENTION_IMPLEMENTATIONS
 
 @dataclass
 class Backbone:
-    encoder: nn.Module  # the transformers base model (BertModel, RobertaModel, ...)
+    encoder: nn.Module  # the transformers base model (BertModel, RobertaModel, ...), its pooler detached
     tokenizer: PreTrainedTokenizerBase
     lm_head: nn.Module | None  # only when asked for (verbalizer head)
+    # The base model's pooler (dense + tanh on the first token; BERT, RoBERTa), run by the cls/choice heads;
+    # None for models without one (DeBERTa: the head builds its own ContextPooler).
+    pooler: nn.Module | None = None
+    pooler_pretrained: bool = False  # False: randomly initialised (roberta-large ships none), so it is stored
 
     @property
     def config(self):
@@ -87,6 +92,32 @@ def _build_tiny(cfg: DictConfig, attn: str, with_lm_head: bool):
     return model_cls.from_config(config, attn_implementation=attn), tokenizer
 
 
+def _load_pretrained(cfg: DictConfig, attn: str, overrides: dict, with_lm_head: bool):
+    """(model, tokenizer, missing weight names) from model.path, the weights package or the hub."""
+    source = _weights_dir(cfg)
+    if source is None:
+        if not cfg.get("hub_id") or not hub_reachable():
+            raise UserError(
+                f"no weights for model={cfg.name}: pass model.path=/dir/with/{cfg.name} (config.json + weights)"
+                + (f" or make the hub reachable for {cfg.hub_id}" if cfg.get("hub_id") else "")
+            )
+        source = cfg.hub_id
+    model_cls = AutoModelForMaskedLM if with_lm_head else AutoModel
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(source)
+        if cfg.get("random_init"):  # same shape and tokenizer, untrained weights: what pretraining buys
+            config = AutoConfig.from_pretrained(source, **overrides)
+            return model_cls.from_config(config, attn_implementation=attn), tokenizer, ["*"]
+        model, info = model_cls.from_pretrained(source, attn_implementation=attn, output_loading_info=True, **overrides)
+    except OSError as err:
+        raise UserError(f"cannot load model={cfg.name} from {source}: {str(err).splitlines()[0]}") from err
+    missing = list(info.get("missing_keys", ()))
+    if with_lm_head and any(key.split(".")[0] in ("cls", "lm_head") for key in missing):
+        # the checkpoint has no MLM weights (e.g. a sentence-embedding model): the LM head would be random
+        raise UserError(f"model={cfg.name} ships no masked-LM head: the verbalizer head needs one (use head=cls)")
+    return model, tokenizer, missing
+
+
 def load_backbone(cfg: DictConfig, attention: str = "sdpa", dropout: float | None = None, with_lm_head: bool = False) -> Backbone:
     """Build the backbone named by a `model/` config; `attention` is the stock kernel family (sdpa | eager)."""
     attn = "eager" if has_own_attention(_model_class(cfg.arch)) else ATTENTION_IMPLEMENTATIONS[attention]
@@ -95,42 +126,39 @@ def load_backbone(cfg: DictConfig, attention: str = "sdpa", dropout: float | Non
     overrides = {} if dropout is None else {"hidden_dropout_prob": dropout}
     if cfg.get("tiny") and not cfg.get("path"):
         model, tokenizer = _build_tiny(cfg, attn, with_lm_head)
+        missing = ["*"]  # built from a config: every weight is random
         if dropout is not None:
             for module in model.modules():
                 if isinstance(module, nn.Dropout) and module.p == model.config.hidden_dropout_prob:
                     module.p = dropout
     else:
-        source = _weights_dir(cfg)
-        if source is None:
-            if not cfg.get("hub_id") or not hub_reachable():
-                raise UserError(
-                    f"no weights for model={cfg.name}: pass model.path=/dir/with/{cfg.name} (config.json + weights)"
-                    + (f" or make the hub reachable for {cfg.hub_id}" if cfg.get("hub_id") else "")
-                )
-            source = cfg.hub_id
-        model_cls = AutoModelForMaskedLM if with_lm_head else AutoModel
-        try:
-            tokenizer = AutoTokenizer.from_pretrained(source)
-            if cfg.get("random_init"):  # same shape and tokenizer, untrained weights: what pretraining buys
-                config = AutoConfig.from_pretrained(source, **overrides)
-                model, info = model_cls.from_config(config, attn_implementation=attn), {}
-            else:
-                model, info = model_cls.from_pretrained(
-                    source, attn_implementation=attn, output_loading_info=True, **overrides
-                )
-        except OSError as err:
-            raise UserError(f"cannot load model={cfg.name} from {source}: {str(err).splitlines()[0]}") from err
-        if with_lm_head and any(key.split(".")[0] in ("cls", "lm_head") for key in info.get("missing_keys", ())):
-            # the checkpoint has no MLM weights (e.g. a sentence-embedding model): the LM head would be random
-            raise UserError(f"model={cfg.name} ships no masked-LM head: the verbalizer head needs one (use head=cls)")
+        model, tokenizer, missing = _load_pretrained(cfg, attn, overrides, with_lm_head)
     if with_lm_head:
         encoder = model.base_model
         lm_head = next(m for name, m in model.named_children() if m is not encoder and name in ("cls", "lm_head"))
     else:
         encoder, lm_head = model, None
-    if hasattr(encoder, "pooler"):
-        encoder.pooler = None  # heads read the [CLS] hidden state; roberta-large ships no trained pooler
-    return Backbone(encoder=encoder, tokenizer=tokenizer, lm_head=lm_head)
+    pooler = getattr(encoder, "pooler", None)
+    if pooler is not None:
+        encoder.pooler = None  # the heads run it on the first token: token/span tasks never pay for it
+    pretrained = pooler is not None and not any(k == "*" or k.startswith("pooler.") for k in missing)
+    return Backbone(encoder=encoder, tokenizer=tokenizer, lm_head=lm_head, pooler=pooler, pooler_pretrained=pretrained)
+
+
+def absolute_position_ids(encoder: nn.Module, attention_mask: torch.Tensor, offset: int) -> torch.Tensor:
+    """Position ids of the real tokens shifted by ``offset``, as the official code's key/value cache did
+    (``prompt.shift_positions``): BERT 0..T-1 -> P..P+T-1; RoBERTa padding_idx+1+i -> padding_idx+1+P+i."""
+    padding_idx = getattr(encoder.embeddings, "padding_idx", None)
+    if padding_idx is not None:  # RoBERTa-style: counted over the real tokens, padding keeps padding_idx
+        return (attention_mask.cumsum(1) + offset) * attention_mask + padding_idx
+    positions = torch.arange(attention_mask.shape[1], device=attention_mask.device) + offset
+    return positions.expand_as(attention_mask)
+
+
+def position_capacity(encoder: nn.Module) -> int:
+    """Real tokens the position table holds (RoBERTa reserves padding_idx + 1 rows)."""
+    reserved = getattr(encoder.embeddings, "padding_idx", None)
+    return encoder.config.max_position_embeddings - (0 if reserved is None else reserved + 1)
 
 
 def count_parameters(module: nn.Module, trainable_only: bool = False) -> int:

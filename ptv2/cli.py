@@ -90,15 +90,20 @@ def _app(cfg: DictConfig) -> None:
 
 
 def _dry_run(cfg: DictConfig, overrides) -> None:
-    """List instead of train: the job's overrides, run directory and whether it would be skipped."""
+    """List instead of train: the job's overrides, run directory and whether it would be skipped
+    (multitask=<family>: stage 1 and every stage-2 run, by task name)."""
+    from ptv2.multitask import family_runs, is_multitask
     from ptv2.results import read_metrics, run_dir
 
-    directory = run_dir(cfg)
-    status = (read_metrics(directory) or {}).get("status") or "to run"
-    if status == "done" and cfg.results.force:
-        status = "done, forced: to run"
-    _dry_run_status.append(status)
-    print(f"[{status}] {directory}  ({' '.join(overrides)})")
+    runs = family_runs(cfg, list(overrides)) if is_multitask(cfg) else [("", cfg)]
+    for label, run_cfg in runs:
+        directory = run_dir(run_cfg)
+        status = (read_metrics(directory) or {}).get("status") or "to run"
+        if status == "done" and run_cfg.results.force:
+            status = "done, forced: to run"
+        _dry_run_status.append(status)
+        named = f"{label} {run_cfg.task.name}: " if label else ""
+        print(f"[{status}] {named}{directory}  ({' '.join(overrides)})")
 
 
 def _exit_with(error: UserError) -> None:

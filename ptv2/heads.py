@@ -2,6 +2,11 @@
 
 Each head maps hidden states [N, T, H] (N = batch, or batch x choices) to logits and owns its loss.
 The loop never looks inside: it calls ``head(hidden, batch)`` and ``head.loss(logits, batch)``.
+
+As in the official code, the Linear layers start at N(0, init_std) with zero bias (``head_init_std``; null
+= the backbone's initializer_range), and the cls / choice heads read the backbone's pooler output
+(``head_pool=pooler``: BERT's pretrained pooler, RoBERTa's randomly initialised one, both frozen with a
+frozen backbone; DeBERTa's trainable ContextPooler) unless ``head_pool=cls`` asks for the raw [CLS] state.
 """
 
 from __future__ import annotations
@@ -11,32 +16,65 @@ import torch.nn.functional as F
 from torch import nn
 
 
-class ClsHead(nn.Module):
-    """Linear classifier on the [CLS] (first) hidden state - no verbalizer, as P-Tuning v2 argues."""
+def init_linear(module: nn.Module, std: float) -> None:
+    """N(0, std) weights and zero biases for every Linear in ``module`` (transformers' _init_weights rule)."""
+    for layer in module.modules():
+        if isinstance(layer, nn.Linear):
+            nn.init.normal_(layer.weight, std=std)
+            if layer.bias is not None:
+                nn.init.zeros_(layer.bias)
 
-    def __init__(self, hidden_size: int, num_labels: int, dropout: float = 0.1) -> None:
+
+class _FirstToken(nn.Module):
+    """The first token's hidden state, through the pooler when there is one."""
+
+    def __init__(self, pooler: nn.Module | None) -> None:
         super().__init__()
+        self.pooler = pooler
+
+    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+        # transformers' poolers (BertPooler, DeBERTa's ContextPooler) read hidden[:, 0] themselves
+        return hidden[:, 0] if self.pooler is None else self.pooler(hidden)
+
+
+class ClsHead(nn.Module):
+    """Linear classifier on the first token ([CLS] / <s>), pooled or raw - no verbalizer, as P-Tuning v2 argues."""
+
+    def __init__(
+        self, hidden_size: int, num_labels: int, dropout: float = 0.1, pooler: nn.Module | None = None,
+        init_std: float | None = None,
+    ) -> None:
+        super().__init__()
+        self.first_token = _FirstToken(pooler)
         self.dropout = nn.Dropout(dropout)
         self.classifier = nn.Linear(hidden_size, num_labels)
+        if init_std is not None:
+            init_linear(self.classifier, init_std)
 
     def forward(self, hidden: torch.Tensor, batch: dict) -> torch.Tensor:
-        return self.classifier(self.dropout(hidden[:, 0]))
+        return self.classifier(self.dropout(self.first_token(hidden)))
 
     def loss(self, logits: torch.Tensor, batch: dict) -> torch.Tensor:
         return F.cross_entropy(logits.float(), batch["labels"])
 
 
 class ChoiceHead(nn.Module):
-    """Multiple choice (COPA): one score per (context, choice) pair from its [CLS], softmax over choices."""
+    """Multiple choice (COPA): one score per (context, choice) pair from its first token, softmax over choices."""
 
-    def __init__(self, hidden_size: int, num_labels: int = 1, dropout: float = 0.1) -> None:
+    def __init__(
+        self, hidden_size: int, num_labels: int = 1, dropout: float = 0.1, pooler: nn.Module | None = None,
+        init_std: float | None = None,
+    ) -> None:
         super().__init__()
+        self.first_token = _FirstToken(pooler)
         self.dropout = nn.Dropout(dropout)
         self.scorer = nn.Linear(hidden_size, 1)
+        if init_std is not None:
+            init_linear(self.scorer, init_std)
 
     def forward(self, hidden: torch.Tensor, batch: dict) -> torch.Tensor:
         num_choices = batch["input_ids"].shape[1]
-        return self.scorer(self.dropout(hidden[:, 0])).view(-1, num_choices)
+        return self.scorer(self.dropout(self.first_token(hidden))).view(-1, num_choices)
 
     def loss(self, logits: torch.Tensor, batch: dict) -> torch.Tensor:
         return F.cross_entropy(logits.float(), batch["labels"])
@@ -45,10 +83,12 @@ class ChoiceHead(nn.Module):
 class TokenHead(nn.Module):
     """Per-token classifier (NER, SRL); labels of -100 (non-first sub-words, specials) are ignored."""
 
-    def __init__(self, hidden_size: int, num_labels: int, dropout: float = 0.1) -> None:
+    def __init__(self, hidden_size: int, num_labels: int, dropout: float = 0.1, init_std: float | None = None) -> None:
         super().__init__()
         self.dropout = nn.Dropout(dropout)
         self.classifier = nn.Linear(hidden_size, num_labels)
+        if init_std is not None:
+            init_linear(self.classifier, init_std)
 
     def forward(self, hidden: torch.Tensor, batch: dict) -> torch.Tensor:
         return self.classifier(self.dropout(hidden))
@@ -60,9 +100,11 @@ class TokenHead(nn.Module):
 class SpanHead(nn.Module):
     """Extractive QA: start and end logits on every token; logits [N, T, 2]."""
 
-    def __init__(self, hidden_size: int, num_labels: int = 2, dropout: float = 0.0) -> None:
+    def __init__(self, hidden_size: int, num_labels: int = 2, dropout: float = 0.0, init_std: float | None = None) -> None:
         super().__init__()
-        self.qa_outputs = nn.Linear(hidden_size, 2)
+        self.qa_outputs = nn.Linear(hidden_size, 2)  # no dropout, as the official QA models
+        if init_std is not None:
+            init_linear(self.qa_outputs, init_std)
 
     def forward(self, hidden: torch.Tensor, batch: dict) -> torch.Tensor:
         logits = self.qa_outputs(hidden).float()
@@ -81,13 +123,18 @@ class MultiTaskHeads(nn.Module):
     ``num_labels``: dataset name -> (head kind, num_labels), in task_id order (``MultiTask.num_labels``).
     """
 
-    def __init__(self, hidden_size: int, num_labels: dict[str, tuple[str, int]], dropout: float = 0.1) -> None:
+    def __init__(
+        self, hidden_size: int, num_labels: dict[str, tuple[str, int]], dropout: float = 0.1,
+        pooler: nn.Module | None = None, init_std: float | None = None,
+    ) -> None:
         super().__init__()
         if not isinstance(num_labels, dict):
             from ptv2.errors import UserError
 
             raise UserError("head=multi is MPT-2's own head: train several datasets with multitask=<family> instead")
-        self.heads = nn.ModuleDict({name: HEADS[kind](hidden_size, n, dropout=dropout) for name, (kind, n) in num_labels.items()})
+        self.heads = nn.ModuleDict({
+            name: make_head(kind, hidden_size, n, dropout, pooler, init_std) for name, (kind, n) in num_labels.items()
+        })
         self._order = list(self.heads.values())
 
     def forward(self, hidden: torch.Tensor, batch: dict) -> torch.Tensor:
@@ -100,6 +147,15 @@ class MultiTaskHeads(nn.Module):
 HEADS: dict[str, type[nn.Module]] = {
     "cls": ClsHead, "choice": ChoiceHead, "token": TokenHead, "span": SpanHead, "multi": MultiTaskHeads
 }
+POOLED_HEADS = ("cls", "choice", "multi")  # heads that read the first token (multi: through its own heads)
+
+
+def make_head(
+    kind: str, hidden_size: int, num_labels, dropout: float, pooler: nn.Module | None, init_std: float | None
+) -> nn.Module:
+    """A linear head of ``kind``; only the heads that read the first token take the pooler."""
+    options = {"dropout": dropout, "init_std": init_std} | ({"pooler": pooler} if kind in POOLED_HEADS else {})
+    return HEADS[kind](hidden_size, num_labels, **options)
 
 
 class VerbalizerHead(nn.Module):

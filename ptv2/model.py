@@ -2,24 +2,32 @@
 
 from __future__ import annotations
 
+import importlib
+
 import torch
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
-from ptv2.backbone import Backbone
+from ptv2.backbone import Backbone, absolute_position_ids, position_capacity
 from ptv2.errors import UserError
-from ptv2.heads import HEADS, VerbalizerHead, verbalizer_token_ids
+from ptv2.heads import HEADS, POOLED_HEADS, VerbalizerHead, init_linear, make_head, verbalizer_token_ids
 from ptv2.prompts.deep import DeepPrompt, attach_deep_prompt, resolve_depth_range
 from ptv2.prompts.shallow import SUPPORTED_ARCHS, ShallowPrompt, attach_shallow_prompt
 
 
 class PromptedModel(nn.Module):
-    def __init__(self, backbone: Backbone, head: nn.Module, prompt: nn.Module | None = None) -> None:
+    def __init__(
+        self, backbone: Backbone, head: nn.Module, prompt: nn.Module | None = None, position_offset: int = 0
+    ) -> None:
         super().__init__()
         self.encoder = backbone.encoder
         self.mask_format = backbone.mask_format
         self.prompt = prompt
         self.head = head
+        # A randomly initialised frozen pooler (roberta-large ships none) is part of what a task must keep.
+        self.keeps_frozen_pooler = backbone.pooler is not None and not backbone.pooler_pretrained
+        # prompt.shift_positions: real tokens at P..P+T-1, as the official code's key/value cache put them
+        self.position_offset = position_offset
         if isinstance(prompt, DeepPrompt):
             attach_deep_prompt(backbone, prompt)
         if isinstance(prompt, ShallowPrompt):
@@ -32,6 +40,8 @@ class PromptedModel(nn.Module):
         if flat:
             inputs = {k: v.flatten(0, 1) for k, v in inputs.items()}
         mask = inputs.pop("attention_mask")
+        if self.position_offset:
+            inputs["position_ids"] = absolute_position_ids(self.encoder, mask, self.position_offset)
         shallow = isinstance(self.prompt, ShallowPrompt)
         if shallow:  # the embedding hook inserts P vectors after [CLS]: the mask must cover them
             mask = self.prompt.extend_mask(mask)
@@ -51,6 +61,51 @@ class PromptedModel(nn.Module):
     def loss(self, logits: torch.Tensor, batch: dict) -> torch.Tensor:
         return self.head.loss(logits, batch)
 
+    def head_state(self) -> dict[str, torch.Tensor]:
+        """The head tensors a task keeps: trainable ones, and a random frozen pooler (a pretrained frozen part,
+        such as a verbalizer's LM head or BERT's pooler, comes back with the backbone)."""
+        return {
+            name: value for name, value in self.head.named_parameters()
+            if value.requires_grad or (self.keeps_frozen_pooler and ".pooler." in f".{name}")
+        }
+
+    def prompt_head_state(self) -> dict[str, torch.Tensor]:
+        """The per-task artifact (prompt_head.safetensors): ``head.*``, the prompt's parameters ``prompt.*``
+        and, for deep prompts, the computed per-layer prefix k/v ``prompt.computed_prefix``."""
+        tensors = {f"head.{k}": v for k, v in self.head_state().items()}
+        if self.prompt is not None:
+            tensors |= {f"prompt.{k}": v for k, v in self.prompt.state_dict().items()}
+            if isinstance(self.prompt, DeepPrompt):
+                tensors["prompt.computed_prefix"] = self.prompt.computed_prefix()
+        return {k: v.detach().float().cpu().contiguous() for k, v in tensors.items()}
+
+    def load_prompt_head_state(self, tensors: dict[str, torch.Tensor], source: str) -> None:
+        """Inverse of ``prompt_head_state``; the computed prefix is derived from the parameters, not loaded."""
+        unknown = [k for k in tensors if not k.startswith(("head.", "prompt."))]
+        if unknown:
+            raise UserError(f"{source}: unexpected tensors {unknown[:3]}: not a ptv2 prompt_head file")
+        head = {k.removeprefix("head."): v for k, v in tensors.items() if k.startswith("head.")}
+        load_head_state(self.head, head, source)
+        prompt = {k.removeprefix("prompt."): v for k, v in tensors.items() if k.startswith("prompt.") and k != "prompt.computed_prefix"}
+        if self.prompt is not None:
+            self.prompt.load_state_dict(prompt, strict=True)
+        elif prompt:
+            raise UserError(f"{source} holds prompt tensors but the run's config has no prompt (method mismatch)")
+
+    def max_real_tokens(self) -> int | None:
+        """Longest sequence the positions allow when shifted; None when positions are not shifted."""
+        return position_capacity(self.encoder) - self.position_offset if self.position_offset else None
+
+
+def load_head_state(head: nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
+    """Load saved head tensors: every trainable parameter must be there; frozen ones may be absent (they
+    came with the backbone: a verbalizer's pretrained LM head, BERT's pooler)."""
+    missing, unexpected = head.load_state_dict(state, strict=False)
+    trainable = {name for name, p in head.named_parameters() if p.requires_grad}
+    if unexpected or trainable & set(missing):
+        raise UserError(f"{source} does not fit this run's head: missing {sorted(trainable & set(missing))[:3]}, "
+                        f"unexpected {sorted(unexpected)[:3]}")
+
 
 def _checkpointing(encoder: nn.Module) -> bool:
     """Gradient checkpointing on? (transformers renamed the flag to `is_activation_checkpointing` in 5.2x)."""
@@ -59,44 +114,88 @@ def _checkpointing(encoder: nn.Module) -> bool:
     return bool(getattr(encoder, name, False))
 
 
-def build_model(cfg: DictConfig, backbone: Backbone, num_labels: int, head_kind: str) -> PromptedModel:
-    """Freeze, prompt and head the backbone as the method says (pt2 | pt | ft)."""
-    method = cfg.method.name
-    config = backbone.config
-    if cfg.method.freeze_backbone:
-        backbone.encoder.requires_grad_(False)
-    prompt = None
-    if cfg.method.prompt != "none" and (cfg.prompt_length is None or int(cfg.prompt_length) <= 0):
+def initializer_std(value: float | None, backbone: Backbone) -> float:
+    """An init std from the config; null means the backbone's own initializer_range (the official init)."""
+    return float(value) if value is not None else float(getattr(backbone.config, "initializer_range", 0.02))
+
+
+def _build_prompt(cfg: DictConfig, backbone: Backbone) -> nn.Module | None:
+    method, config = cfg.method.name, backbone.config
+    if cfg.method.prompt == "none":
+        return None
+    if cfg.prompt_length is None or int(cfg.prompt_length) <= 0:
         raise UserError(f"prompt_length={cfg.prompt_length} must be a positive integer for method={method}")
+    init_std = initializer_std(OmegaConf.select(cfg, "prompt.init_std"), backbone)
     if cfg.method.prompt == "shallow":
         if cfg.model.arch not in SUPPORTED_ARCHS:
             raise UserError(
                 f"method={method} (input prompts) supports {', '.join(SUPPORTED_ARCHS)} models, "
                 f"not arch={cfg.model.arch}: use method=pt2 or ft"
             )
-        prompt = ShallowPrompt(int(cfg.prompt_length), config.hidden_size, dropout=cfg.train.dropout)
-    if cfg.method.prompt == "deep":
-        layers = resolve_depth_range(
-            cfg.depth_range.select, config.num_hidden_layers, cfg.depth_range.get("k"), cfg.depth_range.get("layers")
-        )
-        prompt = DeepPrompt(
-            layers,
-            int(cfg.prompt_length),
-            config.num_attention_heads,
-            config.hidden_size // config.num_attention_heads,
-            reparam=cfg.reparam.type,
-            mlp_hidden_size=cfg.reparam.get("hidden_size", 512),
-            dropout=cfg.train.dropout,
-        )
+        return ShallowPrompt(int(cfg.prompt_length), config.hidden_size, dropout=cfg.train.dropout, init_std=init_std)
+    layers = resolve_depth_range(
+        cfg.depth_range.select, config.num_hidden_layers, cfg.depth_range.get("k"), cfg.depth_range.get("layers")
+    )
+    return DeepPrompt(
+        layers,
+        int(cfg.prompt_length),
+        config.num_attention_heads,
+        config.hidden_size // config.num_attention_heads,
+        reparam=cfg.reparam.type,
+        mlp_hidden_size=cfg.reparam.get("hidden_size", 512),
+        dropout=cfg.train.dropout,
+        init_std=init_std,
+    )
+
+
+def _pooler(cfg: DictConfig, backbone: Backbone, init_std: float) -> nn.Module | None:
+    """What the cls/choice heads read: the backbone's pooler (frozen with a frozen backbone), DeBERTa's
+    ContextPooler (trainable, as the official DeBERTa heads), or nothing (head_pool=cls)."""
+    pool = OmegaConf.select(cfg, "head_pool", default="pooler")
+    if pool == "cls":
+        return None
+    if pool != "pooler":
+        raise UserError(f"head_pool={pool!r}: use pooler (the backbone's pooler output, official) or cls")
+    if backbone.pooler is not None:
+        backbone.pooler.requires_grad_(not cfg.method.freeze_backbone)
+        return backbone.pooler
+    context_pooler = getattr(importlib.import_module(type(backbone.encoder).__module__), "ContextPooler", None)
+    if context_pooler is None:
+        raise UserError(f"model={cfg.model.name} has no pooler: use head_pool=cls")
+    pooler = context_pooler(backbone.config)
+    init_linear(pooler, init_std)
+    return pooler
+
+
+def _build_head(cfg: DictConfig, backbone: Backbone, num_labels, head_kind: str) -> nn.Module:
     if head_kind == "verbalizer":
         if cfg.method.freeze_backbone:
             backbone.lm_head.requires_grad_(False)  # the pretrained LM head is part of the frozen backbone
         tokenizer = backbone.tokenizer
-        head = VerbalizerHead(
+        return VerbalizerHead(
             backbone.lm_head, verbalizer_token_ids(tokenizer, cfg.task, num_labels), tokenizer.mask_token_id
         )
-        return PromptedModel(backbone, head, prompt)
     if head_kind not in HEADS:
         raise UserError(f"head={head_kind!r} is not one of {sorted(HEADS) + ['verbalizer']}")
-    head = HEADS[head_kind](config.hidden_size, num_labels, dropout=cfg.train.dropout)
-    return PromptedModel(backbone, head, prompt)
+    init_std = initializer_std(OmegaConf.select(cfg, "head_init_std"), backbone)
+    pooler = _pooler(cfg, backbone, init_std) if head_kind in POOLED_HEADS else None
+    return make_head(head_kind, backbone.config.hidden_size, num_labels, cfg.train.dropout, pooler, init_std)
+
+
+def _position_offset(cfg: DictConfig, backbone: Backbone) -> int:
+    if not OmegaConf.select(cfg, "prompt.shift_positions", default=False):
+        return 0
+    if cfg.method.prompt != "deep":
+        raise UserError(f"prompt.shift_positions=true shifts positions by deep prompts' length: not for method={cfg.method.name}")
+    if getattr(backbone.encoder.embeddings, "position_embeddings", None) is None:
+        raise UserError(f"prompt.shift_positions=true needs absolute positions; model={cfg.model.name} has none")
+    return int(cfg.prompt_length)
+
+
+def build_model(cfg: DictConfig, backbone: Backbone, num_labels: int, head_kind: str) -> PromptedModel:
+    """Freeze, prompt and head the backbone as the method says (pt2 | pt | ft)."""
+    if cfg.method.freeze_backbone:
+        backbone.encoder.requires_grad_(False)
+    prompt = _build_prompt(cfg, backbone)
+    head = _build_head(cfg, backbone, num_labels, head_kind)
+    return PromptedModel(backbone, head, prompt, position_offset=_position_offset(cfg, backbone))

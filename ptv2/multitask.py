@@ -33,6 +33,7 @@ from torch.utils.data import Sampler
 
 from ptv2.data import LengthGroupedSampler, RandomBatches
 from ptv2.errors import UserError
+from ptv2.model import load_head_state
 from ptv2.prompts.deep import DeepPrompt, format_depth_range, resolve_depth_range
 from ptv2.tasks.base import Task, build_task
 
@@ -220,7 +221,9 @@ def _head_specs(cfg: DictConfig, tensors: dict[str, torch.Tensor]) -> dict[str, 
     ``init_prompt_from`` compares them with a later run's head."""
     specs = {}
     for name, sub in cfg.task.tasks.items():
-        weights = [v for k, v in tensors.items() if k.startswith(f"head.heads.{name}.") and v.dim() == 2]
+        weights = [
+            v for k, v in tensors.items() if k.startswith(f"head.heads.{name}.") and v.dim() == 2 and ".pooler." not in k
+        ]
         specs[name] = {"kind": sub.get("head"), "num_labels": int(weights[-1].shape[0]) if weights else -1}
     return specs
 
@@ -259,7 +262,7 @@ def init_prompt_from(path: str | Path, cfg: DictConfig, model, head_kind: str) -
     if stage1_head and heads_path.is_file() and stage1_head == {"kind": head_kind, "num_labels": _num_labels(model)}:
         prefix = f"head.heads.{cfg.task.name}."
         heads = load_file(str(heads_path))
-        model.head.load_state_dict({k.removeprefix(prefix): v for k, v in heads.items() if k.startswith(prefix)})
+        load_head_state(model.head, {k.removeprefix(prefix): v for k, v in heads.items() if k.startswith(prefix)}, str(heads_path))
     return meta.get("stage1_run") or str(weights.parent)
 
 
@@ -282,7 +285,11 @@ def _compose(overrides: list[str]) -> DictConfig:
     from ptv2.cli import CONF_DIR
 
     if GlobalHydra.instance().is_initialized():
-        return compose(config_name="config", overrides=overrides)
+        from hydra.core.hydra_config import HydraConfig
+
+        # hydra.searchpath (the user's own conf folders, e.g. hparams files) is not among the task overrides
+        extra = [o for o in HydraConfig.get().overrides.hydra if o.startswith("hydra.searchpath=")] if HydraConfig.initialized() else []
+        return compose(config_name="config", overrides=[*extra, *overrides])
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base=None):
         return compose(config_name="config", overrides=overrides)
 
@@ -338,6 +345,7 @@ def stage1_config(cfg: DictConfig, overrides: list[str]) -> DictConfig:
     }
     base["data"]["max_train_samples"] = base["data"]["max_eval_samples"] = None
     base["multitask"] = OmegaConf.to_container(cfg.multitask, resolve=True)
+    base["prompt_length"] = family_prompt_length(cfg, overrides, base["prompt_length"])
     base["method"]["name"] = "mpt2"
     base["head"] = None
     for key, value in (cfg.multitask.get("stage1") or {}).items():
@@ -346,12 +354,39 @@ def stage1_config(cfg: DictConfig, overrides: list[str]) -> DictConfig:
     return OmegaConf.create(base)
 
 
-def stage2_config(name: str, stage1_dir: Path, overrides: list[str]) -> DictConfig:
-    """Stage 2 for one dataset: the plain pt2 run of it, started from the stage-1 prompt, method mpt2."""
+# The prompt's shape: stage 2 starts from the stage-1 prompt, so every dataset keeps stage 1's.
+PROMPT_SHAPE_KEYS = ("prompt_length", "reparam", "depth_range")
+
+
+def family_prompt_length(cfg: DictConfig, overrides: list[str], first_dataset_value: int) -> int:
+    """One prompt length for the whole family: a command-line ``prompt_length=`` wins, then
+    ``multitask.prompt_length``, then the family's first dataset's own default (its hparams file)."""
+    if any(o.split("=", 1)[0].lstrip("+~") == "prompt_length" for o in overrides):
+        return first_dataset_value  # composed from the command line already
+    family_value = cfg.multitask.get("prompt_length")
+    return int(family_value) if family_value is not None else first_dataset_value
+
+
+def stage2_config(name: str, stage1: DictConfig, stage1_dir: Path, overrides: list[str]) -> DictConfig:
+    """Stage 2 for one dataset: the plain pt2 run of it, started from the stage-1 prompt, method mpt2,
+    with stage 1's prompt shape (the dataset's own defaults may differ: conll04 P=144 vs conll03 P=11)."""
     stage2 = _compose([*_user_overrides(overrides), f"task={name}"])
+    for key in PROMPT_SHAPE_KEYS:
+        OmegaConf.update(stage2, key, stage1[key], merge=False)
     OmegaConf.update(stage2, "prompt.init_from", str(stage1_dir))
     OmegaConf.update(stage2, "method.name", "mpt2")
     return stage2
+
+
+def family_runs(cfg: DictConfig, overrides: list[str]) -> list[tuple[str, DictConfig]]:
+    """(label, config) of stage 1 and of every stage-2 run, in training order (also for dry runs)."""
+    from ptv2.results import run_dir
+
+    stage1 = stage1_config(cfg, overrides)
+    stage1_dir = run_dir(stage1)
+    return [("stage 1", stage1)] + [
+        ("stage 2", stage2_config(name, stage1, stage1_dir, overrides)) for name in stage1.task.tasks
+    ]
 
 
 def run_family(cfg: DictConfig, overrides: list[str] | None = None) -> dict:
@@ -375,7 +410,7 @@ def run_family(cfg: DictConfig, overrides: list[str] | None = None) -> dict:
         print(f"metrics: {run_dir(stage_cfg) / 'metrics.json'}")
         return record
 
-    stage1 = stage1_config(cfg, overrides)
+    (_, stage1), *stage2_runs = family_runs(cfg, overrides)
     stage1_dir = run_dir(stage1)
     result: dict = {"stage1": None, "stage2": {}}
     if stage in ("both", "1"):
@@ -385,6 +420,6 @@ def run_family(cfg: DictConfig, overrides: list[str] | None = None) -> dict:
         done = read_metrics(stage1_dir)
         if not done or done.get("status") != "done" or not (stage1_dir / "prompt.json").is_file():
             raise UserError(f"multitask.stage=2 needs a finished stage 1 in {stage1_dir}: run multitask.stage=1 (or both) first")
-        for name in stage1.task.tasks:
-            result["stage2"][name] = attempt(stage2_config(name, stage1_dir, overrides))
+        for _, stage2 in stage2_runs:
+            result["stage2"][stage2.task.name] = attempt(stage2)
     return result

@@ -42,26 +42,6 @@ def parse_args(argv: list[str]) -> dict[str, str | None]:
     return options
 
 
-def load_prompt_head(model: PromptedModel, path: Path) -> None:
-    """Inverse of the loop's _save_prompt_head: ``head.*`` into model.head, ``prompt.*`` into model.prompt."""
-    tensors = load_file(str(path))
-    head = {k.removeprefix("head."): v for k, v in tensors.items() if k.startswith("head.")}
-    # computed_prefix is derived from the prompt parameters (stored for deployment), not loaded back.
-    prompt = {
-        k.removeprefix("prompt."): v
-        for k, v in tensors.items()
-        if k.startswith("prompt.") and k != "prompt.computed_prefix"
-    }
-    unknown = [k for k in tensors if not k.startswith(("head.", "prompt."))]
-    if unknown:
-        raise UserError(f"{path}: unexpected tensors {unknown[:3]}: not a ptv2 prompt_head file")
-    model.head.load_state_dict(head, strict=True)
-    if model.prompt is not None:
-        model.prompt.load_state_dict(prompt, strict=True)
-    elif prompt:
-        raise UserError(f"{path} holds prompt tensors but the run's config has no prompt (method mismatch)")
-
-
 def load_run(run: Path, data_root: str | None = None, device: str = "auto") -> tuple[DictConfig, Task, PromptedModel]:
     """The run's config, task and model with its trained prompt and head, in eval mode."""
     config_path, weights = run / "config.yaml", run / "prompt_head.safetensors"
@@ -81,8 +61,9 @@ def load_run(run: Path, data_root: str | None = None, device: str = "auto") -> t
     head_kind = cfg.head or cfg.task.head
     backbone = load_backbone(cfg.model, cfg.train.attention, cfg.train.dropout, with_lm_head=head_kind == "verbalizer")
     task = build_task(cfg.task, cfg.data.root, backbone.tokenizer)
+    task.append_mask = head_kind == "verbalizer"
     model = build_model(cfg, backbone, task.num_labels, head_kind)
-    load_prompt_head(model, weights)
+    model.load_prompt_head_state(load_file(str(weights)), str(weights))
     return cfg, task, model.to(_device(cfg)).eval()
 
 

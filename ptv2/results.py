@@ -14,7 +14,10 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-SCHEMA_VERSION = 1
+# 2: SRL `f1` is seqeval over all labels (verb span included, the official score; `f1_args` = arguments only);
+#    cls/choice heads read the pooler; prompt and head inits, random batches and the WiC template follow the
+#    official code by default. Version-1 results are never read as version 2 (tables, ptv2-status).
+SCHEMA_VERSION = 2
 # Keys that do not change what a run computes: where things live, how many workers load data, whether
 # to redo a finished run. Everything else is part of the run's identity.
 _NOT_IDENTITY = (

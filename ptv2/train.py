@@ -84,6 +84,19 @@ def _loader(
     return DataLoader(features, batch_sampler=sampler, generator=generator, **options)
 
 
+def check_position_budget(model: PromptedModel, feature_sets: list[list[dict]]) -> None:
+    """prompt.shift_positions=true: every sequence must fit the positions left after the prompt's P."""
+    limit = model.max_real_tokens()
+    if limit is None:
+        return
+    longest = max(feature_length(f) for features in feature_sets for f in features)
+    if longest > limit:
+        raise UserError(
+            f"prompt.shift_positions=true puts real tokens after the {model.position_offset} prompt positions: "
+            f"a {longest}-token input exceeds the {limit} left; lower task.max_length or prompt_length"
+        )
+
+
 def _to(batch: dict, device: torch.device) -> dict:
     return {k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
 
@@ -147,14 +160,7 @@ def _peak_memory_mb(device: torch.device) -> float:
 
 def _save_prompt_head(path: Path, model: PromptedModel) -> None:
     """The per-task artifact: trainable prompt parameters, the computed prefix k/v, and the head."""
-    # trainable head parameters only: a frozen pretrained LM head (verbalizer) belongs to the backbone
-    tensors = {f"head.{k}": v for k, v in model.head.named_parameters() if v.requires_grad}
-    if model.prompt is not None:
-        tensors |= {f"prompt.{k}": v for k, v in model.prompt.state_dict().items()}
-        if isinstance(model.prompt, DeepPrompt):
-            tensors["prompt.computed_prefix"] = model.prompt.computed_prefix()
-    data = {k: v.detach().float().cpu().contiguous() for k, v in tensors.items()}
-    write_atomic(path, safetensors_bytes(data))
+    write_atomic(path, safetensors_bytes(model.prompt_head_state()))
 
 
 def _write_predictions(path: Path, task: Task, records: list[dict], features: list[dict], outputs: list) -> None:
@@ -188,10 +194,12 @@ def run(cfg: DictConfig, overrides: list[str] | None = None) -> dict:
     backbone = load_backbone(cfg.model, cfg.train.attention, cfg.train.dropout, with_lm_head=head_kind == "verbalizer")
     task = build_task(cfg.task, cfg.data.root, backbone.tokenizer)
     task.append_mask = head_kind == "verbalizer"
+    task.reserved_positions = int(cfg.prompt_length) if OmegaConf.select(cfg, "prompt.shift_positions") else 0
     train_records, train_features = encode_split(task, "train", cfg.data.max_train_samples)
     evals = {s: encode_split(task, s, cfg.data.max_eval_samples) for s in cfg.task.eval_splits}
 
     model = build_model(cfg, backbone, task.num_labels, head_kind).to(device)
+    check_position_budget(model, [train_features, *(f for _, f in evals.values())])
     init_from = OmegaConf.select(cfg, "prompt.init_from")
     stage1_run = init_prompt_from(init_from, cfg, model, head_kind) if init_from else None  # MPT-2 stage 2
     if cfg.method.freeze_backbone and device.type == "cuda" and cfg.train.precision == "bf16":
@@ -218,8 +226,9 @@ def run(cfg: DictConfig, overrides: list[str] | None = None) -> dict:
     }
     scheduler, step_every = _scheduler(optimizer, cfg, len(train_loader))
 
-    params = {"backbone": count_parameters(model.encoder), "trainable": sum(p.numel() for p in trainable)}
-    params["stored"] = count_parameters(model.head, trainable_only=True) + (
+    params = {"backbone": count_parameters(model.encoder) + (count_parameters(backbone.pooler) if backbone.pooler_pretrained else 0),
+              "trainable": sum(p.numel() for p in trainable)}
+    params["stored"] = sum(p.numel() for p in model.head_state().values()) + (
         model.prompt.stored_parameter_count() if model.prompt is not None else 0
     )
     if not cfg.method.freeze_backbone:

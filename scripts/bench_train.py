@@ -209,9 +209,9 @@ def build_ptv2(
 
     config = backbone_config(shape, dropout)
     encoder = _random_encoder(config, ATTENTION_IMPLEMENTATIONS["sdpa"], device)
-    encoder.pooler = None  # as load_backbone does: the cls head reads [CLS]
+    pooler, encoder.pooler = encoder.pooler, None  # as load_backbone does: the cls head runs the pooler
     model = build_model(
-        _ptv2_cfg(method, prompt_length, dropout), Backbone(encoder, None, None), 2, "cls"
+        _ptv2_cfg(method, prompt_length, dropout), Backbone(encoder, None, None, pooler=pooler), 2, "cls"
     ).to(device)
     bf16 = device.type == "cuda" if bf16 is None else bf16
     amp_dtype = torch.bfloat16 if bf16 else None

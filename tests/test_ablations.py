@@ -97,7 +97,9 @@ def test_pt_matches_hand_built_reference(model_name, arch):
     with torch.no_grad():
         ref = _reference_hidden(model.encoder, model.prompt.embedding, batch, arch)
         logits = model(batch)
-    torch.testing.assert_close(logits, model.head.classifier(ref[:, 0]), rtol=1e-5, atol=1e-5)
+    # the cls head reads the backbone's pooler (head_pool=pooler, the official input): dense + tanh on [CLS]
+    pooler = backbone.pooler.dense
+    torch.testing.assert_close(logits, model.head.classifier(torch.tanh(pooler(ref[:, 0]))), rtol=1e-5, atol=1e-5)
     # frozen backbone: only the prompt (P x H) and the head train; no layer gets a prefix k/v
     trainable = {k for k, p in model.named_parameters() if p.requires_grad}
     assert trainable == {"prompt.embedding", "head.classifier.weight", "head.classifier.bias"}

@@ -36,8 +36,9 @@ def test_train_writes_metrics_with_schema(tmp_path, model, extra):
     assert metrics["status"] == "done" and metrics["model"] == model and len(metrics["epochs"]) == 2
     assert metrics["primary_metric"] == "accuracy" and "accuracy" in metrics["best"]["dev"]
     # stored per task: prefix P*layers*2*H = 16*4*2*32 = 4096 (all 4 layers) or 16*3*2*32 = 3072 (layers
-    # 2-4), plus the head 32*2+2 (RTE) or 32*3+3 (CB)
-    assert metrics["params"]["stored"] == (4096 + 66 if model == "tiny-bert" else 3072 + 99)
+    # 2-4), plus the head 32*2+2 (RTE) or 32*3+3 (CB), plus the tiny backbone's randomly initialised (so not
+    # pretrained, so stored) frozen pooler 32*32+32 that the cls head reads
+    assert metrics["params"]["stored"] == (4096 + 66 if model == "tiny-bert" else 3072 + 99) + 1056
     run_dir = metrics_path.parent
     assert {"config.yaml", "curves.csv", "prompt_head.safetensors"} <= {p.name for p in run_dir.iterdir()}
     if model == "tiny-roberta":

@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 
 from ptv2.report import figures, tables
+from ptv2.results import SCHEMA_VERSION
 
 
 def write_run(root: Path, task: str, model: str, method: str, seed: int, best: dict, *,
@@ -21,7 +22,7 @@ def write_run(root: Path, task: str, model: str, method: str, seed: int, best: d
     run_dir = root / "runs" / task / model / method / key
     run_dir.mkdir(parents=True)
     metrics = {
-        "schema_version": 1, "status": status, "error": None if status == "done" else "boom", "task": task,
+        "schema_version": SCHEMA_VERSION, "status": status, "error": None if status == "done" else "boom", "task": task,
         "family": family, "model": model, "method": method, "head": head,
         "prompt_length": None if method == "ft" else prompt_length, "reparam": None if method == "ft" else reparam,
         "depth_range": depth_range if method in ("pt2", "mpt2") else "", "num_layers": num_layers, "seed": seed,

@@ -147,13 +147,16 @@ def test_srl_labels_derived_from_full_train(roberta_tok, fixture_data):
     assert task.label_names == ["O", "B-A0", "B-A1", "B-AM-MNR", "B-AM-TMP", "B-V", "I-A0", "I-A1"]
 
 
-def test_srl_metric_excludes_verb_span(roberta_tok, fixture_data):
+def test_srl_f1_scores_every_label_and_f1_args_the_arguments_only(roberta_tok, fixture_data):
     task = make_task("conll05", roberta_tok, fixture_data)
     gold = [["B-A0", "I-A0", "B-V", "B-A1"]]
-    # A0 right, A1 missed, V predicted on the wrong word: V spans are not scored either way.
-    # Arguments: gold {A0, A1}, predicted {A0}: P = 1, R = 1/2, F1 = 2/3 (with V scored it would be 40).
-    assert task.score(gold, [["B-A0", "I-A0", "O", "B-V"]])["f1"] == pytest.approx(200 / 3)
-    assert task.score(gold, [["B-A0", "I-A0", "O", "B-V"]])["precision"] == pytest.approx(100.0)
+    scores = task.score(gold, [["B-A0", "I-A0", "O", "B-V"]])  # A0 right, A1 missed, V on the wrong word
+    # f1 (official, the tables' number): gold {A0, V, A1}, predicted {A0, V@3}: P = 1/2, R = 1/3, F1 = 2/5.
+    assert scores["f1"] == pytest.approx(40.0)
+    assert scores["precision"] == pytest.approx(50.0) and scores["recall"] == pytest.approx(100 / 3)
+    # f1_args (CoNLL-05 scorer): gold {A0, A1}, predicted {A0}: P = 1, R = 1/2, F1 = 2/3.
+    assert scores["f1_args"] == pytest.approx(200 / 3)
+    assert scores["precision_args"] == pytest.approx(100.0) and scores["recall_args"] == pytest.approx(50.0)
 
 
 def test_unknown_train_tag_is_a_user_error(bert_tok, fixture_data):

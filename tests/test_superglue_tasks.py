@@ -105,8 +105,11 @@ def test_record_one_feature_per_candidate_with_placeholder_filled(fixture_data):
     assert [f["candidate"] for f in features] == ["Alice", "Bob", "the Bob"]
     assert features[0]["input_ids"] == task.tokenizer("Alice met Bob.", "Alice smiled.")["input_ids"]
     assert features[2]["input_ids"] == task.tokenizer("Alice met Bob.", "the Bob smiled.")["input_ids"]
-    # gold match after SQuAD normalisation: the article goes, so "the Bob" is right too
-    assert [f["labels"] for f in features] == [0, 1, 1]
+    # official: a candidate is positive iff its string is a gold answer
+    assert [f["labels"] for f in features] == [0, 1, 0]
+    # task.label_match=normalized: SQuAD normalisation drops the article, so "the Bob" is right too
+    task.cfg.label_match = "normalized"
+    assert [f["labels"] for f in task.encode(record, 5, "train")] == [0, 1, 1]
     assert {f["example_index"] for f in features} == {5}
     test_features = task.encode(record | {"answers": []}, 0, "test")
     assert len(test_features) == 3 and all("labels" not in f for f in test_features)
@@ -119,6 +122,9 @@ def test_record_prediction_is_argmax_candidate_and_scores_max_over_gold(fixture_
                 {"example_index": 1, "candidate": "Paris"}, {"example_index": 1, "candidate": "Rome"}]
     # Alice has the larger raw positive logit (6 > 3) but the smaller positive probability (sigmoid 1 < sigmoid 3).
     outputs = [torch.tensor([5.0, 6.0]), torch.tensor([0.0, 3.0]), torch.tensor([1.0, 0.0]), torch.tensor([0.0, 1.0])]
+    assert task.predictions(records, features, outputs) == {10: "Alice", 11: "Rome"}  # official: by logit
+    assert task.metrics(records, features, outputs) == {"f1": pytest.approx(50.0), "exact_match": pytest.approx(50.0)}
+    task.cfg.rank_by = "probability"
     assert task.predictions(records, features, outputs) == {10: "Bobby", 11: "Rome"}
     scores = task.metrics(records, features, outputs)
     # "Bobby" vs golds: "Bob" f1 0, "Bobby Smith" P=1 R=1/2 -> 2/3; query 11 exact -> f1 (2/3 + 1)/2, em 1/2
@@ -143,7 +149,7 @@ def test_multirc_and_record_encode_fixture_splits(fixture_data):
     records = multirc.read("dev")
     first = multirc.encode(records[0], 0, "dev")[0]
     expected = multirc.tokenizer(records[0]["paragraph"], f"{records[0]['question']} {records[0]['answer']}",
-                                 truncation=True, max_length=256)["input_ids"]
+                                 truncation=True, max_length=128)["input_ids"]
     assert first["input_ids"] == expected
     queries = record.read("dev")
     assert len(record.encode(queries[0], 0, "dev")) == len(queries[0]["entities"])

@@ -15,6 +15,7 @@ from collections.abc import Iterator
 import torch
 from torch import nn
 
+from ptv2.heads import init_linear
 from ptv2.prompts.deberta import adapt_for_prefix
 
 
@@ -23,6 +24,8 @@ class DeepPrompt(nn.Module):
 
     embedding: one trainable vector per (position, layer, k|v) - the k/v themselves.
     mlp: prefix-tuning's reparameterisation, embedding(P, H) -> Linear -> tanh -> Linear(-> layers*2*H).
+    Every weight starts N(0, init_std) and every bias at 0: the official code's effective init (its
+    from_pretrained re-initialised the prefix encoder with the backbone's initializer_range, 0.02).
     """
 
     def __init__(
@@ -34,6 +37,7 @@ class DeepPrompt(nn.Module):
         reparam: str = "embedding",
         mlp_hidden_size: int = 512,
         dropout: float = 0.0,
+        init_std: float = 0.02,
     ) -> None:
         super().__init__()
         if reparam not in ("embedding", "mlp"):
@@ -46,10 +50,11 @@ class DeepPrompt(nn.Module):
         hidden = num_heads * head_dim
         out_size = len(self.layers) * 2 * hidden
         if reparam == "embedding":
-            self.embedding = nn.Parameter(torch.randn(prompt_length, out_size))
+            self.embedding = nn.Parameter(torch.randn(prompt_length, out_size) * init_std)
         else:
-            self.embedding = nn.Parameter(torch.randn(prompt_length, hidden))
+            self.embedding = nn.Parameter(torch.randn(prompt_length, hidden) * init_std)
             self.mlp = nn.Sequential(nn.Linear(hidden, mlp_hidden_size), nn.Tanh(), nn.Linear(mlp_hidden_size, out_size))
+            init_linear(self.mlp, init_std)
         self.dropout = nn.Dropout(dropout)
         self._slot = {layer: i for i, layer in enumerate(self.layers)}
         self._step_prefix: torch.Tensor | None = None  # set only inside `one_pass`

@@ -9,7 +9,8 @@ Where the vectors go, and why:
   so the cls head reads the same place as without prompts.
 - The vectors live in the post-embedding space (after the embedding LayerNorm): they get no position
   or token-type embedding and no LayerNorm; they are trained directly as the encoder's layer-0 input.
-  Initialised N(0, 1), the scale of a LayerNorm output.
+  Initialised N(0, prompt.init_std), 1.0 for method=pt (conf/method/pt.yaml): the scale of a LayerNorm
+  output, where the official baseline's N(0, 0.02) vectors ended up after its second LayerNorm.
 - The attention mask covers them (ones); no layer gets a prefix k/v.
 - After the encoder, the prompt positions are removed from the hidden states, so every head (and the
   token/span offsets of NER, SRL and QA) sees exactly the real tokens.
@@ -22,10 +23,10 @@ from torch import nn
 
 
 class ShallowPrompt(nn.Module):
-    def __init__(self, prompt_length: int, hidden_size: int, dropout: float = 0.0) -> None:
+    def __init__(self, prompt_length: int, hidden_size: int, dropout: float = 0.0, init_std: float = 1.0) -> None:
         super().__init__()
         self.prompt_length = prompt_length
-        self.embedding = nn.Parameter(torch.randn(prompt_length, hidden_size))
+        self.embedding = nn.Parameter(torch.randn(prompt_length, hidden_size) * init_std)
         self.dropout = nn.Dropout(dropout)
 
     def insert(self, embedded: torch.Tensor) -> torch.Tensor:

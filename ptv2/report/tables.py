@@ -16,6 +16,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from ptv2.results import SCHEMA_VERSION
+
 PAPER_CSV = Path(__file__).with_name("paper_numbers.csv")
 DASH = "—"
 # Paper backbones in the paper's (size) order; our other backbones follow alphabetically.
@@ -141,15 +143,18 @@ def _run_rows(path: Path, m: dict) -> list[dict]:
 def load_runs(results_dir: str | Path) -> pd.DataFrame:
     """Every finished run under `results_dir`, one row per (run, split, metric) of its best-epoch metrics.
 
-    Runs whose status is not "done" are skipped silently; unreadable or malformed files are skipped with
-    a warning line on stderr. `head` is normalised to "cls" (any linear head) or "verbalizer";
-    `partial_depth` marks depth-ablation runs.
+    Runs whose status is not "done" are skipped silently; unreadable or malformed files, and runs written
+    under another metrics schema (their numbers may mean something else, e.g. SRL f1 before version 2),
+    are skipped with a warning line on stderr. `head` is normalised to "cls" (any linear head) or
+    "verbalizer"; `partial_depth` marks depth-ablation runs.
     """
     rows: list[dict] = []
     for path in sorted(Path(results_dir).rglob("metrics.json")):
         try:
             m = json.loads(path.read_text())
-            if m.get("status") == "done":
+            if m.get("status") == "done" and m.get("schema_version") != SCHEMA_VERSION:
+                _warn(f"skipping {path}: schema_version {m.get('schema_version')}, not {SCHEMA_VERSION} (re-run it)")
+            elif m.get("status") == "done":
                 rows.extend(_run_rows(path, m))
         except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
             _warn(f"skipping {path}: {type(e).__name__}: {e}")

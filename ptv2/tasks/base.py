@@ -27,6 +27,9 @@ class Task:
     head: ClassVar[str] = "cls"
     # Set by the loop for head=verbalizer: encode puts the mask token the LM head reads into the input.
     append_mask: bool = False
+    # Set by the loop for prompt.shift_positions=true: positions the prompt takes from the backbone's table,
+    # so tasks that size their inputs by the backbone's limit (windowed NER/SRL) leave them free.
+    reserved_positions: int = 0
 
     def __init__(self, cfg: DictConfig, data_root: str | Path, tokenizer: PreTrainedTokenizerBase) -> None:
         self.cfg = cfg

@@ -97,13 +97,14 @@ class SequenceLabelingTask(Task):
     # -- encoding --------------------------------------------------------------------------
     @functools.cached_property
     def length_limit(self) -> int:
-        """Tokens per feature: task max_length, else the backbone's positions (prefix prompts take none)."""
+        """Tokens per feature: task max_length, else the backbone's positions (prefix prompts take none
+        unless prompt.shift_positions=true)."""
         if self.max_length:
             return int(self.max_length)
         limit = self.tokenizer.model_max_length
         if limit > _UNBOUNDED:
             raise UserError(f"tokenizer of task={self.name} has no length limit: set task.max_length=512")
-        return int(limit)
+        return int(limit) - self.reserved_positions
 
     def second_segment(self, record: dict) -> list[str] | None:
         """Words after the separator (SRL: the predicate); never labelled."""

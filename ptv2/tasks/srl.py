@@ -1,9 +1,12 @@
 """Semantic role labeling (paper Table 3): CoNLL-2005 (WSJ, Brown) and CoNLL-2012.
 
 One record per predicate. Input: the sentence's words, then the backbone tokenizer's own separator,
-then the predicate word (a pre-split pair); labels sit on the sentence words only. Scoring follows
-the CoNLL-2005 scorer: argument spans only, the verb span itself (B-V/I-V) is not scored - it is
-mapped to "O" in gold and predictions before seqeval.
+then the predicate word (a pre-split pair); labels sit on the sentence words only.
+
+Scoring: ``f1`` (with precision, recall) is what the official P-Tuning v2 code reports and the tables show:
+seqeval over every label, the verb span (B-V/I-V) included. ``f1_args`` (precision_args, recall_args) is the
+CoNLL-2005 scorer's convention beside it: argument spans only, the verb span mapped to "O" in gold and
+predictions. (Before schema_version 2, ``f1`` was the argument-only score.)
 """
 
 from __future__ import annotations
@@ -23,4 +26,5 @@ class SemanticRoleLabeling(SequenceLabelingTask):
         return [record["tokens"][record["predicate_index"]]]
 
     def score(self, gold, pred):
-        return seqeval_scores([without_verb(t) for t in gold], [without_verb(t) for t in pred])
+        arguments = seqeval_scores([without_verb(t) for t in gold], [without_verb(t) for t in pred])
+        return seqeval_scores(gold, pred) | {f"{k}_args": arguments[k] for k in ("f1", "precision", "recall")}
