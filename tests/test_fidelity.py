@@ -14,12 +14,12 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import FIXTURE_DATA, run_cli
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 from safetensors.torch import load_file
 from transformers import AutoConfig, AutoModel, AutoModelForMaskedLM
 
-from conftest import FIXTURE_DATA, run_cli
 from ptv2.backbone import load_backbone
 from ptv2.cli import CONF_DIR
 from ptv2.data import RandomBatches, collate
