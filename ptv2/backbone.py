@@ -42,6 +42,11 @@ class Backbone:
         return self.encoder.config.num_hidden_layers
 
     @property
+    def own_attention(self) -> bool:
+        """DeBERTa-style attention outside transformers' AttentionInterface (its own masks and prefix hooks)."""
+        return has_own_attention(type(self.encoder))
+
+    @property
     def mask_format(self) -> str:
         """How the encoder wants its padding mask: "4d" (bool [B,1,1,T], passed through to our attention
         functions) or "2d" ([B,T]) for backbones with their own attention, which build their extended
@@ -145,14 +150,14 @@ def load_backbone(cfg: DictConfig, attention: str = "sdpa", dropout: float | Non
     return Backbone(encoder=encoder, tokenizer=tokenizer, lm_head=lm_head, pooler=pooler, pooler_pretrained=pretrained)
 
 
-def absolute_position_ids(encoder: nn.Module, attention_mask: torch.Tensor, offset: int) -> torch.Tensor:
-    """Position ids of the real tokens shifted by ``offset``, as the official code's key/value cache did
-    (``prompt.shift_positions``): BERT 0..T-1 -> P..P+T-1; RoBERTa padding_idx+1+i -> padding_idx+1+P+i."""
+def absolute_position_ids(encoder: nn.Module, positions: torch.Tensor, valid: torch.Tensor, offset: int = 0) -> torch.Tensor:
+    """The position ids of tokens at 0-based ``positions`` within their sequence (``valid``: not padding),
+    shifted by ``offset`` (``prompt.shift_positions``, as the official code's key/value cache shifted them):
+    BERT ``i + offset``; RoBERTa ``padding_idx + 1 + i + offset``, padding at ``padding_idx``."""
     padding_idx = getattr(encoder.embeddings, "padding_idx", None)
-    if padding_idx is not None:  # RoBERTa-style: counted over the real tokens, padding keeps padding_idx
-        return (attention_mask.cumsum(1) + offset) * attention_mask + padding_idx
-    positions = torch.arange(attention_mask.shape[1], device=attention_mask.device) + offset
-    return positions.expand_as(attention_mask)
+    if padding_idx is None:
+        return positions + offset
+    return (positions + 1 + offset) * valid.long() + padding_idx
 
 
 def position_capacity(encoder: nn.Module) -> int:

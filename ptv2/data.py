@@ -1,4 +1,12 @@
-"""Features -> padded batches. Dynamic padding per batch and optional length grouping."""
+"""Features -> batches: dynamic padding per batch, optional packing, random or length-grouped batches.
+
+Packing (``train.packing``): the batch's sequences also go into ``pack_length``-token rows, several per
+row (first-fit decreasing), so the encoder runs on [rows, pack_length] with almost no padding whatever
+the batch's length mix; ``PromptedModel`` gives each row a block-diagonal attention mask (a token sees its
+own sequence and the prefix), restarts positions per sequence, and gathers the hidden states back into
+the padded layout the heads and losses read (``pack_index``). The padded layout is then padded to
+``pack_length`` too, so every batch of a run has the same sequence length (few shapes for CUDA graphs).
+"""
 
 from __future__ import annotations
 
@@ -18,14 +26,15 @@ def _pad(rows: list, pad: int, length: int) -> list:
     return [row + [pad] * (length - len(row)) for row in rows]
 
 
-def collate(features: list[dict], pad_token_id: int, pad_to_multiple_of: int = 1) -> dict:
+def collate(features: list[dict], pad_token_id: int, pad_to_multiple_of: int = 1, pack_length: int | None = None) -> dict:
     """Pad each sequence key to the batch's longest row (rounded up to a multiple: fewer distinct shapes
-    for the GPU kernels to tune for). Multiple-choice features hold one row per choice."""
+    for the GPU kernels to tune for; to ``pack_length`` when packing). Multiple-choice features hold one
+    row per choice."""
     batch: dict = {}
     multiple = max(1, pad_to_multiple_of)
 
     def padded_length(n: int) -> int:
-        return -(-n // multiple) * multiple
+        return pack_length if pack_length else -(-n // multiple) * multiple
 
     for key in MODEL_KEYS:
         if key not in features[0]:
@@ -39,6 +48,8 @@ def collate(features: list[dict], pad_token_id: int, pad_to_multiple_of: int = 1
             batch[key] = torch.tensor(_pad(values, pad, padded_length(max(map(len, values)))))
         else:
             batch[key] = torch.tensor(values)
+    if pack_length:
+        batch |= packed_rows(batch, pad_token_id, pack_length)
     if "task_id" in features[0]:  # MPT-2 stage 1: a batch is one dataset's; its head is chosen by this
         task_ids = {f["task_id"] for f in features}
         if len(task_ids) != 1:
@@ -47,6 +58,56 @@ def collate(features: list[dict], pad_token_id: int, pad_to_multiple_of: int = 1
     # Known on the CPU for free: a batch without padding needs no attention mask at all.
     batch["padded"] = bool((batch["attention_mask"] == 0).any())
     return batch
+
+
+def pack_rows(lengths: list[int], capacity: int) -> list[list[int]]:
+    """First-fit decreasing: sequence indices per row, each row's lengths summing to at most ``capacity``."""
+    rows: list[list[int]] = []
+    room: list[int] = []
+    for i in sorted(range(len(lengths)), key=lambda i: -lengths[i]):
+        if lengths[i] > capacity:
+            raise ValueError(f"a {lengths[i]}-token sequence does not fit pack_length={capacity}")
+        row = next((r for r, left in enumerate(room) if left >= lengths[i]), None)
+        if row is None:
+            rows.append([])
+            room.append(capacity)
+            row = len(rows) - 1
+        rows[row].append(i)
+        room[row] -= lengths[i]
+    return rows
+
+
+def packed_rows(batch: dict, pad_token_id: int, capacity: int) -> dict:
+    """The packed encoder inputs of a padded batch (see the module doc): pack_input_ids, pack_positions
+    (index within its sequence), pack_segments (sequence number within the row, -1 = padding),
+    pack_token_type_ids, pack_index (for each padded-layout slot, its place in the flattened rows; padding
+    slots point one past the end, a zero row) and pack_dense (one full sequence per row: no mask needed)."""
+    mask = batch["attention_mask"].reshape(-1, batch["attention_mask"].shape[-1])
+    lengths = mask.sum(-1).tolist()
+    rows = pack_rows(lengths, capacity)
+    flat = {k: batch[k].reshape(mask.shape) for k in ("input_ids", "token_type_ids") if k in batch}
+    out = {
+        "pack_input_ids": torch.full((len(rows), capacity), pad_token_id, dtype=torch.long),
+        "pack_positions": torch.zeros(len(rows), capacity, dtype=torch.long),
+        "pack_segments": torch.full((len(rows), capacity), -1, dtype=torch.long),
+        "pack_index": torch.full(mask.shape, len(rows) * capacity, dtype=torch.long),
+    }
+    if "token_type_ids" in flat:
+        out["pack_token_type_ids"] = torch.zeros(len(rows), capacity, dtype=torch.long)
+    for r, members in enumerate(rows):
+        start = 0
+        for segment, i in enumerate(members):
+            n, span = lengths[i], slice(start, start + lengths[i])
+            out["pack_input_ids"][r, span] = flat["input_ids"][i, :n]
+            if "token_type_ids" in flat:
+                out["pack_token_type_ids"][r, span] = flat["token_type_ids"][i, :n]
+            out["pack_positions"][r, span] = torch.arange(n)
+            out["pack_segments"][r, span] = segment
+            out["pack_index"][i, :n] = torch.arange(r * capacity + start, r * capacity + start + n)
+            start += n
+    out["pack_index"] = out["pack_index"].reshape(-1)
+    out["pack_dense"] = all(len(m) == 1 and lengths[m[0]] == capacity for m in rows)
+    return out
 
 
 def feature_length(feature: dict) -> int:

@@ -16,6 +16,9 @@ from ptv2.prompts.shallow import SUPPORTED_ARCHS, ShallowPrompt, attach_shallow_
 
 
 class PromptedModel(nn.Module):
+    """Backbone + prompt + head. ``forward(batch)`` returns the head's logits; the encoder runs on the padded
+    batch, or on its packed rows when the batch carries them (``ptv2.data.packed_rows``)."""
+
     def __init__(
         self, backbone: Backbone, head: nn.Module, prompt: nn.Module | None = None, position_offset: int = 0
     ) -> None:
@@ -24,39 +27,68 @@ class PromptedModel(nn.Module):
         self.mask_format = backbone.mask_format
         self.prompt = prompt
         self.head = head
-        # A randomly initialised frozen pooler (roberta-large ships none) is part of what a task must keep.
-        self.keeps_frozen_pooler = backbone.pooler is not None and not backbone.pooler_pretrained
         # prompt.shift_positions: real tokens at P..P+T-1, as the official code's key/value cache put them
         self.position_offset = position_offset
+        # A randomly initialised frozen pooler (roberta-large ships none) is part of what a task must keep.
+        self.keeps_frozen_pooler = backbone.pooler is not None and not backbone.pooler_pretrained
+        self.prefix_by_hooks = isinstance(prompt, DeepPrompt) and backbone.own_attention  # DeBERTa
         if isinstance(prompt, DeepPrompt):
             attach_deep_prompt(backbone, prompt)
         if isinstance(prompt, ShallowPrompt):
             attach_shallow_prompt(backbone, prompt)
 
+    @property
+    def can_pack(self) -> bool:
+        """Packing needs transformers' attention path and no input-layer prompt (shallow prompts sit after
+        each sequence's [CLS], which packed rows do not keep in place)."""
+        return not self.prefix_by_hooks and self.mask_format == "4d" and not isinstance(self.prompt, ShallowPrompt)
+
     def forward(self, batch: dict) -> torch.Tensor:
-        input_ids = batch["input_ids"]
-        flat = input_ids.dim() == 3  # multiple choice: [B, C, T] -> [B*C, T]
+        hidden = self._packed_hidden(batch) if "pack_input_ids" in batch else self._padded_hidden(batch)
+        return self.head(hidden, batch)
+
+    def _encode(self, inputs: dict, mask: torch.Tensor | None) -> torch.Tensor:
+        """The encoder's last hidden states, with deep prompts' prefixes in the prompted layers."""
+        rows, length = inputs["input_ids"].shape
+        inputs["attention_mask"] = mask
+        if isinstance(self.prompt, DeepPrompt) and not self.prefix_by_hooks:
+            return self.encoder(**inputs, **self.prompt.attention_inputs(rows, mask, length)).last_hidden_state
+        if self.prefix_by_hooks and not _checkpointing(self.encoder):
+            with self.prompt.one_pass(rows):
+                return self.encoder(**inputs).last_hidden_state
+        return self.encoder(**inputs).last_hidden_state
+
+    def _padded_hidden(self, batch: dict) -> torch.Tensor:
+        flat = batch["input_ids"].dim() == 3  # multiple choice: [B, C, T] -> [B*C, T]
         inputs = {k: batch[k] for k in ("input_ids", "attention_mask", "token_type_ids") if k in batch}
         if flat:
             inputs = {k: v.flatten(0, 1) for k, v in inputs.items()}
         mask = inputs.pop("attention_mask")
         if self.position_offset:
-            inputs["position_ids"] = absolute_position_ids(self.encoder, mask, self.position_offset)
+            positions = torch.arange(mask.shape[1], device=mask.device).expand_as(mask)
+            inputs["position_ids"] = absolute_position_ids(self.encoder, positions, mask, self.position_offset)
         shallow = isinstance(self.prompt, ShallowPrompt)
         if shallow:  # the embedding hook inserts P vectors after [CLS]: the mask must cover them
             mask = self.prompt.extend_mask(mask)
         # 4-D boolean mask goes through transformers untouched; no padding -> no mask (flash-eligible).
         if self.mask_format == "4d":
             mask = mask[:, None, None, :].bool()
-        inputs["attention_mask"] = mask if batch.get("padded", True) else None
-        if isinstance(self.prompt, DeepPrompt) and not _checkpointing(self.encoder):
-            with self.prompt.one_pass(inputs["input_ids"].shape[0]):
-                hidden = self.encoder(**inputs).last_hidden_state
-        else:
-            hidden = self.encoder(**inputs).last_hidden_state
-        if shallow:
-            hidden = self.prompt.strip(hidden)
-        return self.head(hidden, batch)
+        hidden = self._encode(inputs, mask if batch.get("padded", True) else None)
+        return self.prompt.strip(hidden) if shallow else hidden
+
+    def _packed_hidden(self, batch: dict) -> torch.Tensor:
+        """Encode the packed rows, then gather every sequence's states back into the padded layout."""
+        ids, segments = batch["pack_input_ids"], batch["pack_segments"]
+        rows, length = ids.shape
+        inputs = {"input_ids": ids}
+        inputs["position_ids"] = absolute_position_ids(self.encoder, batch["pack_positions"], segments >= 0, self.position_offset)
+        if "pack_token_type_ids" in batch:
+            inputs["token_type_ids"] = batch["pack_token_type_ids"]
+        # A token sees its own sequence (padding sees padding: no row is empty); none needed for dense rows.
+        mask = None if batch["pack_dense"] else (segments[:, None, :, None] == segments[:, None, None, :])
+        hidden = self._encode(inputs, mask)
+        flat = torch.cat([hidden.reshape(rows * length, -1), hidden.new_zeros(1, hidden.shape[-1])])
+        return flat[batch["pack_index"]].view(-1, batch["input_ids"].shape[-1], hidden.shape[-1])
 
     def loss(self, logits: torch.Tensor, batch: dict) -> torch.Tensor:
         return self.head.loss(logits, batch)

@@ -32,6 +32,7 @@ from ptv2.model import PromptedModel, build_model
 from ptv2.multitask import TaskBatches, in_order_batches, init_prompt_from
 from ptv2.prompts.deep import DeepPrompt, format_depth_range
 from ptv2.results import SCHEMA_VERSION, read_metrics, run_dir, write_atomic, write_curves, write_json
+from ptv2.speed import ModelRunner, pack_length, use_packing
 from ptv2.tasks.base import Task, build_task
 
 
@@ -53,7 +54,7 @@ def encode_split(task: Task, split: str, limit: int | None) -> tuple[list[dict],
 
 def _loader(
     features, batch_size, pad_id, shuffle, seed, group_by_length, num_workers, ranks=None, multitask=None,
-    pad_to_multiple_of=1, pin_memory=False,
+    pad_to_multiple_of=1, pin_memory=False, pack_length=None,
 ) -> DataLoader:
     """Eval: in order. Train: shuffled by seed + epoch, this rank's shard of each global batch.
 
@@ -61,7 +62,9 @@ def _loader(
     ``multitask.sampling`` says (ptv2/multitask.py). ``pin_memory`` (CUDA) lets batches copy to the GPU
     without waiting for it.
     """
-    collate_fn = functools.partial(collate, pad_token_id=pad_id, pad_to_multiple_of=pad_to_multiple_of)
+    collate_fn = functools.partial(
+        collate, pad_token_id=pad_id, pad_to_multiple_of=pad_to_multiple_of, pack_length=pack_length
+    )
     options = {"collate_fn": collate_fn, "num_workers": num_workers, "pin_memory": pin_memory}
     mixed = "task_id" in features[0]
     if not shuffle:
@@ -102,14 +105,15 @@ def _to(batch: dict, device: torch.device) -> dict:
 
 
 @torch.no_grad()
-def predict(model: PromptedModel, loader: DataLoader, device, amp_dtype) -> list[torch.Tensor]:
+def predict(model: PromptedModel, loader: DataLoader, device, amp_dtype, runner=None) -> list[torch.Tensor]:
     """Head outputs per feature (float32, CPU); per-token outputs cut to the feature's real length."""
     model.eval()
+    runner = runner or model
     outputs: list[torch.Tensor] = []
     for batch in loader:
         batch = _to(batch, device)
         with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
-            logits = model(batch).float().cpu()
+            logits = runner(batch).float().cpu()
         if logits.dim() == 3 and batch["input_ids"].dim() == 2:
             lengths = batch["attention_mask"].sum(-1).tolist()
             outputs += [row[:n] for row, n in zip(logits, lengths, strict=True)]
@@ -204,8 +208,9 @@ def run(cfg: DictConfig, overrides: list[str] | None = None) -> dict:
     stage1_run = init_prompt_from(init_from, cfg, model, head_kind) if init_from else None  # MPT-2 stage 2
     if cfg.method.freeze_backbone and device.type == "cuda" and cfg.train.precision == "bf16":
         model.encoder.to(torch.bfloat16)  # frozen weights need no fp32 master copy
-    if cfg.train.compile:
-        model.compile()  # in place: parameter names (checkpoints, safetensors) stay as they are
+    packing = use_packing(cfg, model, device)
+    length = pack_length([train_features, *(f for _, f in evals.values())], cfg.train.pad_to_multiple_of) if packing else None
+    runner = ModelRunner(model, cfg, device, packing)  # the model, compiled or not (ptv2/speed.py)
     trainable = [p for p in model.parameters() if p.requires_grad]
     distributed.broadcast_parameters(trainable)
     optimizer = torch.optim.AdamW(
@@ -215,12 +220,12 @@ def run(cfg: DictConfig, overrides: list[str] | None = None) -> dict:
     multiple, workers = cfg.train.pad_to_multiple_of, _num_workers(cfg, device)
     train_loader = _loader(
         train_features, cfg.train.batch_size, pad_id, True, cfg.seed, cfg.train.group_by_length, workers,
-        ranks, cfg.multitask, multiple, pin_memory=device.type == "cuda",
+        ranks, cfg.multitask, multiple, pin_memory=device.type == "cuda", pack_length=length,
     )
     eval_loaders = {
         s: _loader(
             f, cfg.train.eval_batch_size, pad_id, False, cfg.seed, False, workers,
-            pad_to_multiple_of=multiple, pin_memory=device.type == "cuda",
+            pad_to_multiple_of=multiple, pin_memory=device.type == "cuda", pack_length=length,
         )
         for s, (_, f) in evals.items()
     }
@@ -312,7 +317,7 @@ def run(cfg: DictConfig, overrides: list[str] | None = None) -> dict:
             batch = _to(batch, device)
             settle_last_step(epoch, epoch_start, progress)  # the previous step, now that this batch is on its way
             with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
-                loss = model.loss(model(batch), batch)
+                loss = model.loss(runner(batch), batch)
             weight = train_loader.batch_sampler.weights[steps]  # this rank's share of the global batch
             (loss * weight).backward()
             ranks.average_gradients(trainable)
@@ -337,7 +342,7 @@ def run(cfg: DictConfig, overrides: list[str] | None = None) -> dict:
 
         metrics, outputs = {}, {}
         for split, (records, features) in evals.items():
-            outputs[split] = predict(model, eval_loaders[split], device, amp_dtype)
+            outputs[split] = predict(model, eval_loaders[split], device, amp_dtype, runner)
             metrics[split] = task.metrics(records, features, outputs[split])
         # train_s per epoch: the first epoch's start-up costs (allocator, kernels) show apart from the rest
         record["epochs"].append({"epoch": epoch, "train_loss": epoch_loss, "lr": lr, "metrics": metrics, "train_s": epoch_seconds})

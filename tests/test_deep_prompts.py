@@ -43,6 +43,12 @@ def _mask4d(mask):
     return mask[:, None, None, :].bool()
 
 
+def _prompted(model, prompt: DeepPrompt, ids, mask=None, **kwargs):
+    """The encoder with the prompt's prefix, as PromptedModel calls it."""
+    mask = None if mask is None else _mask4d(mask)
+    return model(input_ids=ids, attention_mask=mask, **prompt.attention_inputs(ids.shape[0], mask, ids.shape[1]), **kwargs)
+
+
 @pytest.mark.parametrize("arch", ["bert", "roberta"])
 @pytest.mark.parametrize("impl", ["sdpa", "eager"])
 def test_without_prefix_equals_stock_model_exactly(arch, impl):
@@ -87,7 +93,7 @@ def test_prefix_matches_hand_written_reference(impl, layers):
     prompt = DeepPrompt(layers, P, HEADS, H // HEADS).eval()
     attach_deep_prompt(Backbone(ours, None, None), prompt)
     ids, mask = _batch()
-    got = ours(input_ids=ids, attention_mask=_mask4d(mask)).last_hidden_state
+    got = _prompted(ours, prompt, ids, mask).last_hidden_state
     with torch.no_grad():
         expected = _reference_forward(ours, prompt, ids, mask)
     real = mask.bool()
@@ -99,12 +105,12 @@ def test_sample_alone_equals_sample_in_padded_batch_and_prompt_changes_output():
     prompt = DeepPrompt(list(range(L)), P, HEADS, H // HEADS, reparam="mlp").eval()
     attach_deep_prompt(Backbone(ours, None, None), prompt)
     ids, mask = _batch()
-    batched = ours(input_ids=ids, attention_mask=_mask4d(mask)).last_hidden_state
-    alone = ours(input_ids=ids[2:, :3]).last_hidden_state
+    batched = _prompted(ours, prompt, ids, mask).last_hidden_state
+    alone = _prompted(ours, prompt, ids[2:, :3]).last_hidden_state
     assert torch.allclose(batched[2, :3], alone[0], atol=1e-5)
     with torch.no_grad():
         prompt.embedding.add_(1.0)
-    changed = ours(input_ids=ids[2:, :3]).last_hidden_state
+    changed = _prompted(ours, prompt, ids[2:, :3]).last_hidden_state
     assert (changed - alone).abs().max() > 1e-3
 
 
@@ -114,7 +120,7 @@ def test_depth_range_only_changes_layers_from_its_first():
     attach_deep_prompt(Backbone(ours, None, None), prompt)
     ids, mask = _batch()
     expected = stock(input_ids=ids, attention_mask=mask, output_hidden_states=True).hidden_states
-    got = ours(input_ids=ids, attention_mask=_mask4d(mask), output_hidden_states=True).hidden_states
+    got = _prompted(ours, prompt, ids, mask, output_hidden_states=True).hidden_states
     real = mask.bool()
     # hidden_states[i] is the input of (1-based) layer i+1: layers 1-3 see no prompt
     for i in range(4):

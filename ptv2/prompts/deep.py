@@ -1,10 +1,13 @@
 """Deep prompts (P-Tuning v2): trainable prefix keys/values in the self-attention of chosen layers.
 
 The prefix is not passed through the model's key/value cache (that path shifts position ids, forces a
-prefix in every layer and breaks under gradient checkpointing). Instead a forward pre-hook on each
-chosen self-attention module hands that layer's prefix to the attention function as a keyword
-argument; ``ptv2.prompts.attention`` concatenates it in front of the keys and values. Real tokens keep
-their positions 0..T-1, so prompt length and sequence length are independent.
+prefix in every layer and breaks under gradient checkpointing). ``PromptedModel`` computes every chosen
+layer's prefix once per forward (``DeepPrompt.attention_inputs``) and passes it to the encoder as keyword
+arguments, which transformers hands down to ``ptv2.prompts.attention``'s functions; each prompted
+self-attention module knows its slot in the stack. Real tokens keep their positions 0..T-1 (unless
+``prompt.shift_positions``), so prompt length and sequence length are independent. DeBERTa's attention
+takes no such arguments: there a forward pre-hook hands each prompted layer its slice
+(``ptv2.prompts.deberta``).
 """
 
 from __future__ import annotations
@@ -16,7 +19,8 @@ import torch
 from torch import nn
 
 from ptv2.heads import init_linear
-from ptv2.prompts.deberta import adapt_for_prefix
+from ptv2.prompts.attention import PREFIX_SLOT, with_prefix_columns
+from ptv2.prompts.deberta import PREFIX_ATTENTION, adapt_for_prefix
 
 
 class DeepPrompt(nn.Module):
@@ -71,12 +75,22 @@ class DeepPrompt(nn.Module):
             kv = self.dropout(kv)  # per example, as the official code drops out the batched prefix
         return kv
 
+    def prefix(self, rows: int) -> torch.Tensor:
+        """Every prompted layer's prefix k/v for ``rows`` sequences: [layers, 2, rows, heads, P, head_dim]."""
+        return self._as_kv(self._all_vectors(), rows, len(self.layers))
+
+    def attention_inputs(self, rows: int, token_mask: torch.Tensor | None, length: int) -> dict:
+        """The encoder's keyword arguments for one forward: the prefix stack and the prefixed layers' mask
+        (None when ``token_mask`` is None: nothing to mask, so SDPA may use its flash kernel)."""
+        visible = None if token_mask is None else token_mask.new_ones(rows, self.prompt_length)
+        mask = None if visible is None else with_prefix_columns(token_mask, visible, length)
+        return {"ptv2_prefix_kv": self.prefix(rows), "ptv2_prefix_mask": mask}
+
     @contextlib.contextmanager
     def one_pass(self, batch_size: int) -> Iterator[None]:
-        """Compute all layers' prefix once for one forward pass; the hooks slice it.
+        """DeBERTa (hook path): compute all layers' prefix once for one forward pass; the hooks slice it.
 
-        Cuts the per-layer kernel launches (24 layers x reparam + dropout) to one set per step. Not for
-        gradient checkpointing, whose recomputation must rebuild the prefix inside each layer.
+        Not for gradient checkpointing, whose recomputation must rebuild the prefix inside each layer.
         """
         self._step_prefix = self._as_kv(self._all_vectors(), batch_size, len(self.layers))
         try:
@@ -112,7 +126,7 @@ class DeepPrompt(nn.Module):
 
 
 class PrefixInjector:
-    """Forward pre-hook that gives one self-attention module its layer's prefix as ``prefix_kv``.
+    """DeBERTa: forward pre-hook that gives one self-attention module its layer's prefix as ``prefix_kv``.
 
     A class, not a closure, so that ``copy.deepcopy`` of the whole model rebinds it to the copied prompt.
     The prefix is computed inside the hook, so gradient checkpointing recomputes it with the layer.
@@ -159,13 +173,16 @@ def format_depth_range(layers: list[int]) -> str:
 
 
 def attach_deep_prompt(backbone, prompt: DeepPrompt) -> list:
-    """Hook the prompt into each chosen layer's self-attention; returns the hook handles.
+    """Give each chosen layer's self-attention its slot in the prompt's prefix stack; returns hook handles.
 
-    Attention modules without their own ``prefix_kv`` path (DeBERTa) first get a prefix-aware subclass.
+    Attention modules without a keyword-argument path (DeBERTa) get a prefix-aware subclass and a hook.
     """
-    return [
-        adapt_for_prefix(backbone.self_attention(layer)).register_forward_pre_hook(
-            PrefixInjector(prompt, layer), with_kwargs=True
-        )
-        for layer in prompt.layers
-    ]
+    handles = []
+    for slot, layer in enumerate(prompt.layers):
+        module = backbone.self_attention(layer)
+        if type(module) in PREFIX_ATTENTION:
+            hook = PrefixInjector(prompt, layer)
+            handles.append(adapt_for_prefix(module).register_forward_pre_hook(hook, with_kwargs=True))
+        else:
+            setattr(module, PREFIX_SLOT, slot)
+    return handles

@@ -1,0 +1,87 @@
+"""The speed switches of a run: packing sequences into rows and compiling the model (CUDA graphs).
+
+Neither changes what a run computes beyond floating-point rounding (tests/test_speed.py compares them
+with the plain path); both are off on the CPU unless asked for, where they would only cost compile time.
+
+- ``train.packing`` (auto | true | false): several sequences per ``pack_length``-token row
+  (``ptv2.data.packed_rows``), so random batches of mixed lengths carry almost no padding. auto: on with
+  CUDA where the model can pack (BERT/RoBERTa-style attention, deep prompts or fine-tuning).
+- ``train.compile`` (auto | true | false) with ``train.compile_mode``: ``torch.compile`` of the model;
+  ``reduce-overhead`` replays CUDA graphs, one per batch shape (packing keeps those few). auto: on with
+  CUDA where packing is on. If compilation fails under auto, the run says so once and goes on eagerly.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+
+import torch
+from omegaconf import DictConfig
+
+from ptv2.data import feature_length
+from ptv2.errors import UserError
+
+_CHOICES = ("auto", True, False)
+
+
+def _switch(cfg: DictConfig, key: str) -> str | bool:
+    value = cfg.train.get(key, "auto")
+    if value not in _CHOICES:
+        raise UserError(f"train.{key}={value!r}: use auto, true or false")
+    return value
+
+
+def use_packing(cfg: DictConfig, model, device: torch.device) -> bool:
+    value = _switch(cfg, "packing")
+    if value is True and not model.can_pack:
+        raise UserError("train.packing=true needs a BERT/RoBERTa-style backbone and deep prompts or method=ft")
+    return model.can_pack and device.type == "cuda" if value == "auto" else bool(value)
+
+
+def pack_length(feature_sets: list[list[dict]], multiple: int) -> int:
+    """One row length for the whole run (train and eval): the longest sequence, rounded up to ``multiple``."""
+    longest = max(feature_length(f) for features in feature_sets for f in features)
+    multiple = max(1, multiple)
+    return -(-longest // multiple) * multiple
+
+
+class ModelRunner:
+    """Calls the model, compiled or not, and marks each step for CUDA graphs. (What compiling costs shows in
+    metrics.json as the first step's and first evaluation's time, ``timing.first_step_s`` / ``first_eval_s``.)"""
+
+    def __init__(self, model: torch.nn.Module, cfg: DictConfig, device: torch.device, packing: bool) -> None:
+        value = _switch(cfg, "compile")
+        self.model, self.auto = model, value == "auto"
+        enabled = (packing and device.type == "cuda") if self.auto else bool(value)
+        mode = cfg.train.get("compile_mode", "reduce-overhead")
+        self.compiled: Callable | None = torch.compile(model, mode=None if mode == "default" else mode) if enabled else None
+        self._warm: set[bool] = set()  # model.training values already compiled
+
+    @property
+    def enabled(self) -> bool:
+        return self.compiled is not None
+
+    def __call__(self, batch: dict) -> torch.Tensor:
+        if self.compiled is None:
+            return self.model(batch)
+        torch.compiler.cudagraph_mark_step_begin()  # a new step: the previous replay's outputs may go
+        for key in ("pack_input_ids", "pack_positions", "pack_segments", "pack_token_type_ids", "pack_index"):
+            if key in batch:
+                torch._dynamo.maybe_mark_dynamic(batch[key], 0)  # rows vary per batch: one graph, not one per count
+        if self.model.training in self._warm:
+            return self.compiled(batch)
+        return self._first_call(batch)
+
+    def _first_call(self, batch: dict) -> torch.Tensor:
+        try:
+            out = self.compiled(batch)
+        except Exception as error:  # noqa: BLE001 - auto falls back to eager on any compiler failure
+            if not self.auto:
+                raise
+            print(f"ptv2-train: torch.compile failed ({type(error).__name__}: {str(error).splitlines()[0][:200]}); "
+                  "training without it (train.compile=false hides this)", file=sys.stderr)
+            self.compiled = None
+            return self.model(batch)
+        self._warm.add(self.model.training)
+        return out

@@ -1,0 +1,108 @@
+"""The fast paths compute what the plain path computes: packing (every head, prompts, FT) and compile."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import FIXTURE_DATA, run_cli
+from hydra import compose, initialize_config_dir
+
+from ptv2.backbone import load_backbone
+from ptv2.cli import CONF_DIR
+from ptv2.data import collate, pack_rows, packed_rows
+from ptv2.model import build_model
+from ptv2.tasks.base import build_task
+
+
+def test_pack_rows_first_fit_decreasing():
+    assert pack_rows([5, 3, 8, 2, 6], 10) == [[2, 3], [4, 1], [0]]  # 8+2, 6+3, 5
+    assert pack_rows([4, 4], 4) == [[0], [1]]
+    with pytest.raises(ValueError, match="does not fit"):
+        pack_rows([11], 10)
+
+
+def test_packed_rows_keep_every_token_and_its_place():
+    batch = {"input_ids": torch.tensor([[5, 6, 7, 0], [8, 9, 0, 0], [1, 2, 3, 4]]),
+             "attention_mask": torch.tensor([[1, 1, 1, 0], [1, 1, 0, 0], [1, 1, 1, 1]])}
+    packed = packed_rows(batch, 0, 6)
+    # 4 -> row 0, 3 -> row 1, 2 -> row 0 after the 4
+    assert packed["pack_input_ids"].tolist() == [[1, 2, 3, 4, 8, 9], [5, 6, 7, 0, 0, 0]]
+    assert packed["pack_segments"].tolist() == [[0, 0, 0, 0, 1, 1], [0, 0, 0, -1, -1, -1]]
+    assert packed["pack_positions"].tolist() == [[0, 1, 2, 3, 0, 1], [0, 1, 2, 0, 0, 0]]
+    flat = torch.cat([packed["pack_input_ids"].flatten(), torch.tensor([-1])])
+    assert flat[packed["pack_index"]].view(3, 4).tolist() == [[5, 6, 7, -1], [8, 9, -1, -1], [1, 2, 3, 4]]
+    assert packed["pack_dense"] is False
+    assert packed_rows({"input_ids": batch["input_ids"][2:], "attention_mask": batch["attention_mask"][2:]}, 0, 4)["pack_dense"]
+
+
+def _model(*overrides: str):
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base=None):
+        cfg = compose("config", overrides=["model=tiny-bert", "train.dropout=0", *overrides])
+    torch.manual_seed(0)
+    backbone = load_backbone(cfg.model, cfg.train.attention, 0.0)
+    task = build_task(cfg.task, FIXTURE_DATA, backbone.tokenizer)
+    features = [f for i, r in enumerate(task.read("train")[:6]) for f in task.encode(r, i, "train")]
+    return build_model(cfg, backbone, task.num_labels, cfg.head or cfg.task.head).eval(), features, backbone
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        ("task=rte",),
+        ("task=rte", "model=tiny-roberta", "reparam=mlp", "depth_range.layers=2-3"),
+        ("task=rte", "method=ft"),
+        ("task=rte", "model=tiny-roberta", "prompt.shift_positions=true", "prompt_length=3"),
+        ("task=copa", "model=tiny-roberta"),
+        ("task=conll03",),
+        ("task=squad", "model=tiny-roberta", "task.max_length=64", "task.stride=16"),
+    ],
+    ids=lambda o: " ".join(o),
+)
+def test_packed_rows_give_the_padded_batchs_logits_and_loss(overrides):
+    model, features, backbone = _model(*overrides)
+    pad = backbone.tokenizer.pad_token_id
+    plain = collate(features, pad, 8)
+    length = max(len(r) for f in features for r in (f["input_ids"] if isinstance(f["input_ids"][0], list) else [f["input_ids"]]))
+    packed = collate(features, pad, 8, pack_length=2 * length)
+    assert len(packed["pack_input_ids"]) < packed["input_ids"].flatten(0, -2).shape[0]  # rows share sequences
+    with torch.no_grad():
+        a, b = model(plain), model(packed)
+        real = plain["attention_mask"].bool()
+        if a.dim() == 3:  # token/span logits: compare the real tokens (the layouts pad differently)
+            a, b = a[real], b[:, : a.shape[1]][real]
+        torch.testing.assert_close(b, a, rtol=1e-5, atol=1e-5)
+        la, lb = model.loss(model(plain), plain), model.loss(model(packed), packed)
+    assert abs(lb.item() - la.item()) <= 1e-5 * abs(la.item())
+
+
+def _epochs(root: Path, *overrides: str) -> list[dict]:
+    result = run_cli(f"data.root={FIXTURE_DATA}", f"results.root={root}", "train.epochs=2", "train.progress=false",
+                     "train.dropout=0", *overrides)
+    assert result.returncode == 0, result.stderr
+    return json.loads(Path(result.stdout.strip().splitlines()[-1].removeprefix("metrics: ")).read_text())["epochs"]
+
+
+@pytest.mark.parametrize("task", ["rte", "conll03"])
+def test_training_with_packing_follows_the_plain_loss_curve(tmp_path, task):
+    plain = _epochs(tmp_path / "plain", f"task={task}", "train.packing=false")
+    packed = _epochs(tmp_path / "packed", f"task={task}", "train.packing=true")
+    for p, q in zip(plain, packed, strict=True):
+        assert q["train_loss"] == pytest.approx(p["train_loss"], rel=1e-5)
+        for split, metrics in p["metrics"].items():
+            assert q["metrics"][split] == pytest.approx(metrics, rel=1e-4)
+
+
+def test_compiled_training_follows_the_plain_loss_curve(tmp_path):
+    plain = _epochs(tmp_path / "plain", "train.packing=true", "data.max_train_samples=8")
+    compiled = _epochs(tmp_path / "compiled", "train.packing=true", "data.max_train_samples=8", "train.compile=true",
+                       "train.compile_mode=default")
+    for p, q in zip(plain, compiled, strict=True):
+        assert q["train_loss"] == pytest.approx(p["train_loss"], rel=1e-5)
+
+
+def test_packing_is_refused_where_it_cannot_work(tmp_path):
+    result = run_cli(f"data.root={FIXTURE_DATA}", f"results.root={tmp_path}", "method=pt", "train.packing=true")
+    assert result.returncode == 2 and "train.packing=true needs" in result.stderr
