@@ -29,7 +29,7 @@ test: install
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest
 
 lint: install
-	$(BIN)/ruff check ptv2 tests scripts
+	$(BIN)/ruff check ptv2 tests scripts benchmarks
 
 tables: install
 	$(BIN)/python -m ptv2.report.tables --results results --out results/tables
@@ -38,7 +38,7 @@ figures: install
 	$(BIN)/python -m ptv2.report.figures --results results --out results/figures
 
 bench: install  # training speed/memory benchmark (GPU; add --quick for a CPU smoke run)
-	$(BIN)/python scripts/bench_train.py --out results/bench
+	$(BIN)/python -m benchmarks.train_speed --out results/bench
 
 status: install
 	$(BIN)/ptv2-status --results results

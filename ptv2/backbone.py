@@ -89,9 +89,9 @@ def _build_tiny(cfg: DictConfig, attn: str, with_lm_head: bool):
     from ptv2.tiny import build_tiny_tokenizer
 
     tokenizer = build_tiny_tokenizer(cfg.tiny.tokenizer)
-    config = AutoConfig.for_model(
-        cfg.arch, vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id, **OmegaConf.to_container(cfg.tiny.config)
-    )
+    # tiny.config may size the vocabulary itself (the benchmark's real shapes); ids past the tokenizer's are unused
+    sizes = {"vocab_size": len(tokenizer), "pad_token_id": tokenizer.pad_token_id} | OmegaConf.to_container(cfg.tiny.config)
+    config = AutoConfig.for_model(cfg.arch, **sizes)
     config._attn_implementation = attn
     model_cls = AutoModelForMaskedLM if with_lm_head else AutoModel
     return model_cls.from_config(config, attn_implementation=attn), tokenizer

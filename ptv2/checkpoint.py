@@ -11,7 +11,6 @@ function of the config); the checkpoint is deleted when the run is done.
 from __future__ import annotations
 
 import io
-import os
 import random
 import shutil
 import signal
@@ -51,8 +50,8 @@ def _set_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state(state["cuda_device"])
 
 
-def save(run_directory: Path, model: torch.nn.Module, optimizer, scheduler, **loop) -> None:
-    """`loop`: the epoch to run, its steps already done (0 at an epoch boundary), and the loop's bookkeeping."""
+def save(run_directory: Path, model: torch.nn.Module, optimizer, scheduler, loop: dict) -> None:
+    """`loop`: the loop's position (the epoch to run, its steps already done) and bookkeeping, the record."""
     state = {
         "trainable": {n: p.detach().cpu() for n, p in model.named_parameters() if p.requires_grad},
         "optimizer": optimizer.state_dict(),
@@ -63,11 +62,6 @@ def save(run_directory: Path, model: torch.nn.Module, optimizer, scheduler, **lo
     buffer = io.BytesIO()
     torch.save(state, buffer)
     write_atomic(path(run_directory), buffer.getvalue())
-    # Test hook: preempt this process right after the checkpoint of epoch N (goes through the real handler).
-    if loop.get("step") == 0 and os.environ.get("PTV2_TEST_SIGTERM_AFTER_EPOCH") == str(
-        loop.get("epoch", 0) - 1
-    ):
-        os.kill(os.getpid(), signal.SIGTERM)
 
 
 def load(run_directory: Path, model: torch.nn.Module, optimizer, scheduler) -> dict | None:

@@ -6,20 +6,18 @@ directory and the sweep goes on; the command exits 1 at the end if any job faile
 
 from __future__ import annotations
 
-import os
 import sys
 import traceback
 from contextlib import nullcontext
-from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
+from ptv2.config import CONF_DIR
 from ptv2.errors import UserError
 
-CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
 _failed_jobs: list[str] = []
 _dry_run_status: list[str] = []  # one status per job of a results.dry_run=true listing
 
@@ -37,29 +35,12 @@ def _check_choices(argv: list[str]) -> None:
                 raise UserError(f"unknown {group} {choice!r}; choose from: {', '.join(options)}")
 
 
-def _record_failure(cfg: DictConfig, error: BaseException) -> None:
-    """Mark the job failed in its run directory, keeping any epochs it finished; never touch a done run."""
-    from ptv2.results import read_metrics, run_dir, write_json
-
-    if os.environ.get("RANK", "0") != "0":  # torchrun: rank 0 owns the run directory
-        return
-    try:
-        directory = run_dir(cfg)
-    except Exception:  # the config itself is broken: nothing to name a directory after
-        return
-    previous = read_metrics(directory) or {}
-    if previous.get("status") == "done":
-        return
-    message = str(error).splitlines()[0] if str(error) else type(error).__name__
-    write_json(directory / "metrics.json", previous | {"status": "failed", "error": f"{type(error).__name__}: {message}"})
-
-
 @hydra.main(version_base=None, config_path=str(CONF_DIR), config_name="config")
 def _app(cfg: DictConfig) -> None:
     from ptv2.checkpoint import stop_on_signals
     from ptv2.distributed import one_gpu_per_job
-    from ptv2.multitask import is_multitask, run_family
-    from ptv2.results import run_dir
+    from ptv2.mpt2 import is_multitask, run_family
+    from ptv2.results import record_failure, run_dir
     from ptv2.train import run
 
     hydra_cfg = HydraConfig.get()
@@ -76,7 +57,7 @@ def _app(cfg: DictConfig) -> None:
             (run_family if is_multitask(cfg) else run)(cfg, overrides=list(hydra_cfg.overrides.task))
     except Exception as error:
         if not is_multitask(cfg) and (sweeping or run_dir(cfg).exists()):  # run_family records its own runs
-            _record_failure(cfg, error)
+            record_failure(cfg, error)
         if not sweeping:
             if isinstance(error, UserError):  # Hydra would print a traceback for anything it catches
                 _exit_with(error)
@@ -92,7 +73,7 @@ def _app(cfg: DictConfig) -> None:
 def _dry_run(cfg: DictConfig, overrides) -> None:
     """List instead of train: the job's overrides, run directory and whether it would be skipped
     (multitask=<family>: stage 1 and every stage-2 run, by task name)."""
-    from ptv2.multitask import family_runs, is_multitask
+    from ptv2.mpt2 import family_runs, is_multitask
     from ptv2.results import read_metrics, run_dir
 
     runs = family_runs(cfg, list(overrides)) if is_multitask(cfg) else [("", cfg)]

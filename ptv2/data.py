@@ -10,11 +10,16 @@ the padded layout the heads and losses read (``pack_index``). The padded layout 
 
 from __future__ import annotations
 
+import functools
 import random
 from collections.abc import Iterator
+from dataclasses import dataclass
 
 import torch
-from torch.utils.data import Sampler
+from torch.utils.data import DataLoader, Sampler
+
+from ptv2.distributed import Ranks, ShardedBatches
+from ptv2.errors import UserError
 
 # Keys the model and the loss read; everything else in a feature (offsets, word ids, ...) is metadata
 # for the task's metric and stays out of batches.
@@ -26,7 +31,10 @@ def _pad(rows: list, pad: int, length: int) -> list:
     return [row + [pad] * (length - len(row)) for row in rows]
 
 
-def collate(features: list[dict], pad_token_id: int, pad_to_multiple_of: int = 1, pack_length: int | None = None) -> dict:
+def collate(
+    features: list[dict], pad_token_id: int, pad_to_multiple_of: int = 1, pack_length: int | None = None,
+    rows_multiple: int = 1,
+) -> dict:
     """Pad each sequence key to the batch's longest row (rounded up to a multiple: fewer distinct shapes
     for the GPU kernels to tune for; to ``pack_length`` when packing). Multiple-choice features hold one
     row per choice."""
@@ -49,7 +57,7 @@ def collate(features: list[dict], pad_token_id: int, pad_to_multiple_of: int = 1
         else:
             batch[key] = torch.tensor(values)
     if pack_length:
-        batch |= packed_rows(batch, pad_token_id, pack_length)
+        batch |= packed_rows(batch, pad_token_id, pack_length, rows_multiple)
     if "task_id" in features[0]:  # MPT-2 stage 1: a batch is one dataset's; its head is chosen by this
         task_ids = {f["task_id"] for f in features}
         if len(task_ids) != 1:
@@ -77,14 +85,18 @@ def pack_rows(lengths: list[int], capacity: int) -> list[list[int]]:
     return rows
 
 
-def packed_rows(batch: dict, pad_token_id: int, capacity: int) -> dict:
+def packed_rows(batch: dict, pad_token_id: int, capacity: int, rows_multiple: int = 1) -> dict:
     """The packed encoder inputs of a padded batch (see the module doc): pack_input_ids, pack_positions
     (index within its sequence), pack_segments (sequence number within the row, -1 = padding),
     pack_token_type_ids, pack_index (for each padded-layout slot, its place in the flattened rows; padding
-    slots point one past the end, a zero row) and pack_dense (one full sequence per row: no mask needed)."""
+    slots point one past the end, a zero row) and pack_dense (one full sequence per row: no mask needed).
+
+    ``rows_multiple``: empty rows round the row count up to a multiple, so that compiled CUDA graphs see
+    few distinct batch shapes (each new one is recorded anew)."""
     mask = batch["attention_mask"].reshape(-1, batch["attention_mask"].shape[-1])
     lengths = mask.sum(-1).tolist()
     rows = pack_rows(lengths, capacity)
+    rows += [[] for _ in range(-len(rows) % max(1, rows_multiple))]
     flat = {k: batch[k].reshape(mask.shape) for k in ("input_ids", "token_type_ids") if k in batch}
     out = {
         "pack_input_ids": torch.full((len(rows), capacity), pad_token_id, dtype=torch.long),
@@ -106,7 +118,7 @@ def packed_rows(batch: dict, pad_token_id: int, capacity: int) -> dict:
             out["pack_index"][i, :n] = torch.arange(r * capacity + start, r * capacity + start + n)
             start += n
     out["pack_index"] = out["pack_index"].reshape(-1)
-    out["pack_dense"] = all(len(m) == 1 and lengths[m[0]] == capacity for m in rows)
+    out["pack_dense"] = all(len(m) == 1 and lengths[m[0]] == capacity for m in rows)  # empty rows are padding
     return out
 
 
@@ -158,3 +170,126 @@ class RandomBatches(Sampler[list[int]]):
 
     def __len__(self) -> int:
         return -(-self.size // self.batch_size)
+
+
+def sampling_probabilities(num_batches: list[int], sizes: list[int], sampling: str, temperature: float) -> list[float]:
+    """Per-dataset probability of drawing the next batch: proportional to its training batches, or
+    ``temperature``: to size^(1/T) (T > 1 flattens towards uniform, so small datasets are seen more)."""
+    if sampling == "proportional":
+        weights = [float(n) for n in num_batches]
+    elif sampling == "temperature":
+        if temperature <= 0:
+            raise UserError(f"multitask.temperature={temperature} must be positive")
+        weights = [float(n) ** (1.0 / temperature) for n in sizes]
+    else:
+        raise UserError(f"multitask.sampling={sampling!r}: use proportional or temperature")
+    total = sum(weights)
+    return [w / total for w in weights]
+
+
+class TaskBatches(Sampler[list[int]]):
+    """Training batches over concatenated datasets, each batch from ONE dataset (indices are global).
+
+    An epoch has as many batches as the datasets have together; each step draws a dataset with
+    ``sampling_probabilities`` and takes its next batch from that dataset's own shuffled order (the
+    loop's usual RandomBatches / LengthGroupedSampler), reshuffled when used up. Everything is a
+    function of seed + epoch, so a resumed epoch replays the same batches.
+    """
+
+    def __init__(
+        self, task_ids: list[int], lengths: list[int], batch_size: int, seed: int, group_by_length: bool,
+        sampling: str = "proportional", temperature: float = 2.0,
+    ) -> None:
+        self.groups: list[list[int]] = [[] for _ in range(max(task_ids) + 1)]
+        for i, t in enumerate(task_ids):
+            self.groups[t].append(i)
+        self.seed, self.epoch = seed, 0
+        self.samplers = [
+            LengthGroupedSampler([lengths[i] for i in g], batch_size, seed + 7919 * t)
+            if group_by_length else RandomBatches(len(g), batch_size, seed + 7919 * t)
+            for t, g in enumerate(self.groups)
+        ]
+        self.probabilities = sampling_probabilities(
+            [len(s) for s in self.samplers], [len(g) for g in self.groups], sampling, temperature
+        )
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def _stream(self, t: int) -> Iterator[list[int]]:
+        sampler, group, cycle = self.samplers[t], self.groups[t], 0
+        while True:  # a dataset drawn more often than it has batches starts a new shuffle of itself
+            sampler.set_epoch(self.epoch * 100_003 + cycle)
+            for batch in sampler:
+                yield [group[i] for i in batch]
+            cycle += 1
+
+    def __iter__(self) -> Iterator[list[int]]:
+        rng = random.Random(self.seed * 1_000_003 + self.epoch)
+        streams = [self._stream(t) for t in range(len(self.groups))]
+        datasets = rng.choices(range(len(self.groups)), weights=self.probabilities, k=len(self))
+        return iter([next(streams[t]) for t in datasets])
+
+    def __len__(self) -> int:
+        return sum(len(s) for s in self.samplers)
+
+
+def in_order_batches(task_ids: list[int], batch_size: int) -> list[list[int]]:
+    """Evaluation batches in feature order that never cross from one dataset into the next."""
+    batches: list[list[int]] = []
+    for i, t in enumerate(task_ids):
+        if not batches or len(batches[-1]) == batch_size or task_ids[batches[-1][0]] != t:
+            batches.append([])
+        batches[-1].append(i)
+    return batches
+
+
+# -- loaders ---------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Batching:
+    """How features become batches: padding, packing and the collation processes."""
+
+    pad_token_id: int
+    pad_to_multiple_of: int = 1
+    pack_length: int | None = None
+    num_workers: int = 0
+    pin_memory: bool = False  # CUDA: batches copy to the GPU without waiting for it
+    rows_multiple: int = 1  # packed row counts rounded up (compiled: few CUDA-graph shapes)
+
+    def options(self) -> dict:
+        collate_fn = functools.partial(
+            collate, pad_token_id=self.pad_token_id, pad_to_multiple_of=self.pad_to_multiple_of,
+            pack_length=self.pack_length, rows_multiple=self.rows_multiple,
+        )
+        return {"collate_fn": collate_fn, "num_workers": self.num_workers, "pin_memory": self.pin_memory}
+
+
+def eval_loader(features: list[dict], batch_size: int, batching: Batching) -> DataLoader:
+    """Batches in feature order (MPT-2 features: never mixing two datasets in one batch)."""
+    if "task_id" in features[0]:
+        batches = in_order_batches([f["task_id"] for f in features], batch_size)
+        return DataLoader(features, batch_sampler=batches, **batching.options())
+    return DataLoader(features, batch_size, **batching.options())
+
+
+def train_loader(
+    features: list[dict], batch_size: int, seed: int, batching: Batching, group_by_length: bool = False,
+    ranks: Ranks | None = None, sampling: str = "proportional", temperature: float = 2.0,
+) -> DataLoader:
+    """Batches shuffled by seed + epoch (random, or length-grouped), this rank's shard of each global batch.
+
+    MPT-2 stage-1 features carry ``task_id``: every batch then holds one dataset, drawn as ``sampling`` says.
+    """
+    lengths = [feature_length(f) for f in features]
+    if "task_id" in features[0]:
+        batches = TaskBatches([f["task_id"] for f in features], lengths, batch_size, seed, group_by_length,
+                              sampling=sampling, temperature=temperature)
+    elif group_by_length:
+        batches = LengthGroupedSampler(lengths, batch_size, seed)
+    else:
+        batches = RandomBatches(len(features), batch_size, seed)
+    ranks = ranks or Ranks()
+    # Own generator: starting an epoch draws worker seeds from it, not from the global RNG (exact resume).
+    generator = torch.Generator().manual_seed(seed)
+    return DataLoader(features, batch_sampler=ShardedBatches(batches, ranks.rank, ranks.world), generator=generator,
+                      **batching.options())

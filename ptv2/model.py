@@ -11,52 +11,46 @@ from torch import nn
 from ptv2.backbone import Backbone, absolute_position_ids, position_capacity
 from ptv2.errors import UserError
 from ptv2.heads import HEADS, POOLED_HEADS, VerbalizerHead, init_linear, make_head, verbalizer_token_ids
-from ptv2.prompts.deep import DeepPrompt, attach_deep_prompt, resolve_depth_range
-from ptv2.prompts.shallow import SUPPORTED_ARCHS, ShallowPrompt, attach_shallow_prompt
+from ptv2.prompts.base import NoPrompt, Prompt
+from ptv2.prompts.deep import DeepPrompt, resolve_depth_range
+from ptv2.prompts.shallow import SUPPORTED_ARCHS, ShallowPrompt
 
 
 class PromptedModel(nn.Module):
-    """Backbone + prompt + head. ``forward(batch)`` returns the head's logits; the encoder runs on the padded
-    batch, or on its packed rows when the batch carries them (``ptv2.data.packed_rows``)."""
+    """Backbone + prompt (deep, shallow or none) + head. ``forward(batch)`` returns the head's logits; the
+    encoder runs on the padded batch, or on its packed rows when the batch carries them
+    (``ptv2.data.packed_rows``)."""
 
     def __init__(
-        self, backbone: Backbone, head: nn.Module, prompt: nn.Module | None = None, position_offset: int = 0
+        self, backbone: Backbone, head: nn.Module, prompt: Prompt | None = None, position_offset: int = 0
     ) -> None:
         super().__init__()
         self.encoder = backbone.encoder
         self.mask_format = backbone.mask_format
-        self.prompt = prompt
+        self.prompt = prompt if prompt is not None else NoPrompt()
         self.head = head
         # prompt.shift_positions: real tokens at P..P+T-1, as the official code's key/value cache put them
         self.position_offset = position_offset
         # A randomly initialised frozen pooler (roberta-large ships none) is part of what a task must keep.
         self.keeps_frozen_pooler = backbone.pooler is not None and not backbone.pooler_pretrained
-        self.prefix_by_hooks = isinstance(prompt, DeepPrompt) and backbone.own_attention  # DeBERTa
-        if isinstance(prompt, DeepPrompt):
-            attach_deep_prompt(backbone, prompt)
-        if isinstance(prompt, ShallowPrompt):
-            attach_shallow_prompt(backbone, prompt)
+        self.prompt.attach(backbone)
 
     @property
     def can_pack(self) -> bool:
-        """Packing needs transformers' attention path and no input-layer prompt (shallow prompts sit after
-        each sequence's [CLS], which packed rows do not keep in place)."""
-        return not self.prefix_by_hooks and self.mask_format == "4d" and not isinstance(self.prompt, ShallowPrompt)
+        """Packing needs transformers' attention path (4-D masks) and a prompt that allows it."""
+        return self.mask_format == "4d" and self.prompt.packable
 
     def forward(self, batch: dict) -> torch.Tensor:
         hidden = self._packed_hidden(batch) if "pack_input_ids" in batch else self._padded_hidden(batch)
         return self.head(hidden, batch)
 
     def _encode(self, inputs: dict, mask: torch.Tensor | None) -> torch.Tensor:
-        """The encoder's last hidden states, with deep prompts' prefixes in the prompted layers."""
+        """The encoder's last hidden states, with the prompt's part in it."""
         rows, length = inputs["input_ids"].shape
-        inputs["attention_mask"] = mask
-        if isinstance(self.prompt, DeepPrompt) and not self.prefix_by_hooks:
-            return self.encoder(**inputs, **self.prompt.attention_inputs(rows, mask, length)).last_hidden_state
-        if self.prefix_by_hooks and not _checkpointing(self.encoder):
-            with self.prompt.one_pass(rows):
-                return self.encoder(**inputs).last_hidden_state
-        return self.encoder(**inputs).last_hidden_state
+        extra = self.prompt.encoder_inputs(rows, mask, length)
+        with self.prompt.around_encoder(rows, recomputed=_checkpointing(self.encoder)):
+            hidden = self.encoder(**inputs, attention_mask=mask, **extra).last_hidden_state
+        return self.prompt.strip(hidden)
 
     def _padded_hidden(self, batch: dict) -> torch.Tensor:
         flat = batch["input_ids"].dim() == 3  # multiple choice: [B, C, T] -> [B*C, T]
@@ -67,14 +61,11 @@ class PromptedModel(nn.Module):
         if self.position_offset:
             positions = torch.arange(mask.shape[1], device=mask.device).expand_as(mask)
             inputs["position_ids"] = absolute_position_ids(self.encoder, positions, mask, self.position_offset)
-        shallow = isinstance(self.prompt, ShallowPrompt)
-        if shallow:  # the embedding hook inserts P vectors after [CLS]: the mask must cover them
-            mask = self.prompt.extend_mask(mask)
+        mask = self.prompt.extend_mask(mask)  # shallow prompts add their P always-visible positions
         # 4-D boolean mask goes through transformers untouched; no padding -> no mask (flash-eligible).
         if self.mask_format == "4d":
             mask = mask[:, None, None, :].bool()
-        hidden = self._encode(inputs, mask if batch.get("padded", True) else None)
-        return self.prompt.strip(hidden) if shallow else hidden
+        return self._encode(inputs, mask if batch.get("padded", True) else None)
 
     def _packed_hidden(self, batch: dict) -> torch.Tensor:
         """Encode the packed rows, then gather every sequence's states back into the padded layout."""
@@ -105,10 +96,7 @@ class PromptedModel(nn.Module):
         """The per-task artifact (prompt_head.safetensors): ``head.*``, the prompt's parameters ``prompt.*``
         and, for deep prompts, the computed per-layer prefix k/v ``prompt.computed_prefix``."""
         tensors = {f"head.{k}": v for k, v in self.head_state().items()}
-        if self.prompt is not None:
-            tensors |= {f"prompt.{k}": v for k, v in self.prompt.state_dict().items()}
-            if isinstance(self.prompt, DeepPrompt):
-                tensors["prompt.computed_prefix"] = self.prompt.computed_prefix()
+        tensors |= {f"prompt.{k}": v for k, v in self.prompt.artifact().items()}
         return {k: v.detach().float().cpu().contiguous() for k, v in tensors.items()}
 
     def load_prompt_head_state(self, tensors: dict[str, torch.Tensor], source: str) -> None:
@@ -119,10 +107,10 @@ class PromptedModel(nn.Module):
         head = {k.removeprefix("head."): v for k, v in tensors.items() if k.startswith("head.")}
         load_head_state(self.head, head, source)
         prompt = {k.removeprefix("prompt."): v for k, v in tensors.items() if k.startswith("prompt.") and k != "prompt.computed_prefix"}
-        if self.prompt is not None:
+        try:
             self.prompt.load_state_dict(prompt, strict=True)
-        elif prompt:
-            raise UserError(f"{source} holds prompt tensors but the run's config has no prompt (method mismatch)")
+        except RuntimeError as error:
+            raise UserError(f"{source}: its prompt does not fit this run's ({str(error).splitlines()[0]})") from None
 
     def max_real_tokens(self) -> int | None:
         """Longest sequence the positions allow when shifted; None when positions are not shifted."""
@@ -151,10 +139,10 @@ def initializer_std(value: float | None, backbone: Backbone) -> float:
     return float(value) if value is not None else float(getattr(backbone.config, "initializer_range", 0.02))
 
 
-def _build_prompt(cfg: DictConfig, backbone: Backbone) -> nn.Module | None:
+def build_prompt(cfg: DictConfig, backbone: Backbone) -> Prompt:
     method, config = cfg.method.name, backbone.config
     if cfg.method.prompt == "none":
-        return None
+        return NoPrompt()
     if cfg.prompt_length is None or int(cfg.prompt_length) <= 0:
         raise UserError(f"prompt_length={cfg.prompt_length} must be a positive integer for method={method}")
     init_std = initializer_std(OmegaConf.select(cfg, "prompt.init_std"), backbone)
@@ -199,7 +187,7 @@ def _pooler(cfg: DictConfig, backbone: Backbone, init_std: float) -> nn.Module |
     return pooler
 
 
-def _build_head(cfg: DictConfig, backbone: Backbone, num_labels, head_kind: str) -> nn.Module:
+def build_head(cfg: DictConfig, backbone: Backbone, num_labels, head_kind: str) -> nn.Module:
     if head_kind == "verbalizer":
         if cfg.method.freeze_backbone:
             backbone.lm_head.requires_grad_(False)  # the pretrained LM head is part of the frozen backbone
@@ -228,6 +216,6 @@ def build_model(cfg: DictConfig, backbone: Backbone, num_labels: int, head_kind:
     """Freeze, prompt and head the backbone as the method says (pt2 | pt | ft)."""
     if cfg.method.freeze_backbone:
         backbone.encoder.requires_grad_(False)
-    prompt = _build_prompt(cfg, backbone)
-    head = _build_head(cfg, backbone, num_labels, head_kind)
+    prompt = build_prompt(cfg, backbone)
+    head = build_head(cfg, backbone, num_labels, head_kind)
     return PromptedModel(backbone, head, prompt, position_offset=_position_offset(cfg, backbone))

@@ -8,110 +8,34 @@ only what the loop is handed:
 - ``MultiTask``: a Task over several tasks. Records and features carry ``task_id``; its metrics are
   each dataset's metrics as ``<task>/<metric>`` plus ``mean_primary`` (the mean of the datasets'
   primary metrics), the stage's primary metric, so the loop's best epoch is chosen on that mean.
-- ``TaskBatches``: the training batch sampler - each batch from one dataset, the dataset drawn per
-  batch in proportion to its training batches (or to size^(1/T)); ``in_order_batches`` for eval.
+- ``ptv2.data.TaskBatches``: the training batch sampler - each batch from one dataset, the dataset drawn
+  per batch in proportion to its training batches (or to size^(1/T)); ``in_order_batches`` for eval.
 - ``heads.MultiTaskHeads`` (head kind ``multi``): one head per dataset, chosen by ``batch["task_id"]``;
   the model's one ``DeepPrompt`` is therefore shared by construction.
 
-``run_family`` is the driver behind ``ptv2-train multitask=<family>``: it composes each stage's config
-and calls the loop. Stage 1 leaves a reusable artifact in its run dir: ``prompt.safetensors`` (prompt
-parameters incl. the MLP, and the computed per-layer k/v), ``prompt.json`` (what it fits) and
-``heads.safetensors``; ``prompt.init_from=PATH`` loads it into any later pt2 run (``init_prompt_from``).
+The driver behind ``ptv2-train multitask=<family>`` (stage configs, both stages) is ``ptv2.mpt2``. Stage 1
+leaves a reusable artifact in its run dir (``export_prompt``): ``prompt.safetensors`` (prompt parameters
+incl. the MLP, and the computed per-layer k/v), ``prompt.json`` (what it fits) and ``heads.safetensors``;
+``prompt.init_from=PATH`` loads it into any later pt2 run (``init_prompt_from``).
 """
 
 from __future__ import annotations
 
 import json
-import random
 from collections.abc import Iterator
 from pathlib import Path
 
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 from safetensors.torch import load_file, save_file
-from torch.utils.data import Sampler
 
-from ptv2.data import LengthGroupedSampler, RandomBatches
 from ptv2.errors import UserError
 from ptv2.model import load_head_state
-from ptv2.prompts.deep import DeepPrompt, format_depth_range, resolve_depth_range
+from ptv2.prompts.deep import format_depth_range, resolve_depth_range
 from ptv2.tasks.base import Task, build_task
 
 PRIMARY = "mean_primary"
 ARTIFACT_FILES = ("prompt.safetensors", "prompt.json", "heads.safetensors")
-
-
-# -- sampling --------------------------------------------------------------------------------------
-def sampling_probabilities(num_batches: list[int], sizes: list[int], sampling: str, temperature: float) -> list[float]:
-    """Per-dataset probability of drawing the next batch: proportional to its training batches, or
-    ``temperature``: to size^(1/T) (T > 1 flattens towards uniform, so small datasets are seen more)."""
-    if sampling == "proportional":
-        weights = [float(n) for n in num_batches]
-    elif sampling == "temperature":
-        if temperature <= 0:
-            raise UserError(f"multitask.temperature={temperature} must be positive")
-        weights = [float(n) ** (1.0 / temperature) for n in sizes]
-    else:
-        raise UserError(f"multitask.sampling={sampling!r}: use proportional or temperature")
-    total = sum(weights)
-    return [w / total for w in weights]
-
-
-class TaskBatches(Sampler[list[int]]):
-    """Training batches over concatenated datasets, each batch from ONE dataset (indices are global).
-
-    An epoch has as many batches as the datasets have together; each step draws a dataset with
-    ``sampling_probabilities`` and takes its next batch from that dataset's own shuffled order (the
-    loop's usual RandomBatches / LengthGroupedSampler), reshuffled when used up. Everything is a
-    function of seed + epoch, so a resumed epoch replays the same batches.
-    """
-
-    def __init__(
-        self, task_ids: list[int], lengths: list[int], batch_size: int, seed: int, group_by_length: bool,
-        sampling: str = "proportional", temperature: float = 2.0,
-    ) -> None:
-        self.groups: list[list[int]] = [[] for _ in range(max(task_ids) + 1)]
-        for i, t in enumerate(task_ids):
-            self.groups[t].append(i)
-        self.seed, self.epoch = seed, 0
-        self.samplers = [
-            LengthGroupedSampler([lengths[i] for i in g], batch_size, seed + 7919 * t)
-            if group_by_length else RandomBatches(len(g), batch_size, seed + 7919 * t)
-            for t, g in enumerate(self.groups)
-        ]
-        self.probabilities = sampling_probabilities(
-            [len(s) for s in self.samplers], [len(g) for g in self.groups], sampling, temperature
-        )
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def _stream(self, t: int) -> Iterator[list[int]]:
-        sampler, group, cycle = self.samplers[t], self.groups[t], 0
-        while True:  # a dataset drawn more often than it has batches starts a new shuffle of itself
-            sampler.set_epoch(self.epoch * 100_003 + cycle)
-            for batch in sampler:
-                yield [group[i] for i in batch]
-            cycle += 1
-
-    def __iter__(self) -> Iterator[list[int]]:
-        rng = random.Random(self.seed * 1_000_003 + self.epoch)
-        streams = [self._stream(t) for t in range(len(self.groups))]
-        datasets = rng.choices(range(len(self.groups)), weights=self.probabilities, k=len(self))
-        return iter([next(streams[t]) for t in datasets])
-
-    def __len__(self) -> int:
-        return sum(len(s) for s in self.samplers)
-
-
-def in_order_batches(task_ids: list[int], batch_size: int) -> list[list[int]]:
-    """Evaluation batches in feature order that never cross from one dataset into the next."""
-    batches: list[list[int]] = []
-    for i, t in enumerate(task_ids):
-        if not batches or len(batches[-1]) == batch_size or task_ids[batches[-1][0]] != t:
-            batches.append([])
-        batches[-1].append(i)
-    return batches
 
 
 # -- the multi-task Task -------------------------------------------------------------------------
@@ -237,7 +161,7 @@ def init_prompt_from(path: str | Path, cfg: DictConfig, model, head_kind: str) -
     weights, meta_path, heads_path = _artifact_paths(path)
     meta = json.loads(meta_path.read_text())
     prompt = model.prompt
-    if not isinstance(prompt, DeepPrompt):
+    if prompt.kind != "deep":
         raise UserError(f"prompt.init_from needs deep prompts (method=pt2), not method={cfg.method.name}")
     here = {
         "backbone": (cfg.model.name, f"model={meta['backbone']}"),
@@ -270,156 +194,3 @@ def _num_labels(model) -> int:
     """The output width of a single-task head (its last Linear)."""
     linears = [m for m in model.head.modules() if isinstance(m, torch.nn.Linear)]
     return linears[-1].out_features if linears else -1
-
-
-# -- the two-stage driver --------------------------------------------------------------------------
-def is_multitask(cfg: DictConfig) -> bool:
-    return OmegaConf.select(cfg, "multitask.name", default="none") != "none"
-
-
-def _compose(overrides: list[str]) -> DictConfig:
-    """The config a plain ``ptv2-train OVERRIDES`` would run (inside the Hydra app or outside it)."""
-    from hydra import compose, initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
-
-    from ptv2.cli import CONF_DIR
-
-    if GlobalHydra.instance().is_initialized():
-        from hydra.core.hydra_config import HydraConfig
-
-        # hydra.searchpath (the user's own conf folders, e.g. hparams files) is not among the task overrides
-        extra = [o for o in HydraConfig.get().overrides.hydra if o.startswith("hydra.searchpath=")] if HydraConfig.initialized() else []
-        return compose(config_name="config", overrides=[*extra, *overrides])
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base=None):
-        return compose(config_name="config", overrides=overrides)
-
-
-def _user_overrides(overrides: list[str]) -> list[str]:
-    """The user's overrides minus the ones the driver sets per stage (task, multitask)."""
-    keep = []
-    for o in overrides:
-        key = o.split("=", 1)[0].lstrip("+~")
-        if key.split(".")[0] not in ("task", "multitask"):
-            keep.append(o)
-    return keep
-
-
-def family_tasks(cfg: DictConfig) -> list[str]:
-    names = list(cfg.multitask.tasks) + list(cfg.multitask.get("extra_tasks") or [])
-    if len(names) < 2:
-        raise UserError(
-            f"multitask={cfg.multitask.name} needs at least two tasks, got {names}: pass multitask.tasks=[rte,cb]"
-        )
-    if len(set(names)) != len(names):
-        raise UserError(f"multitask.tasks lists a task twice: {names}")
-    return names
-
-
-def stage1_config(cfg: DictConfig, overrides: list[str]) -> DictConfig:
-    """Stage 1 as one loop run: the family's first dataset's settings, a MultiTask over all of them."""
-    if cfg.method.prompt != "deep":
-        raise UserError(f"multitask={cfg.multitask.name} shares deep prompts: use method=pt2, not method={cfg.method.name}")
-    names, user = family_tasks(cfg), _user_overrides(overrides)
-    per_task = {}
-    for name in names:
-        from ptv2.cli import CONF_DIR
-
-        if not (CONF_DIR / "task" / f"{name}.yaml").is_file():
-            raise UserError(f"multitask.tasks: unknown task {name!r} (no conf/task/{name}.yaml)")
-        task_cfg = _compose([*user, f"task={name}"]).task
-        extra = (cfg.multitask.get("task_overrides") or {}).get(name) or {}
-        per_task[name] = OmegaConf.merge(task_cfg, extra)
-    base = OmegaConf.to_container(_compose([*user, f"task={names[0]}"]), resolve=True)
-    families = sorted({t.family for t in per_task.values()})
-    base["task"] = {
-        "name": f"mpt-{cfg.multitask.name}",
-        "family": families[0] if len(families) == 1 else "mixed",
-        "class": "ptv2.multitask.MultiTask",
-        "head": "multi",
-        "primary_metric": PRIMARY,
-        "report_split": "dev",
-        "eval_splits": ["dev"],
-        "tasks": {n: OmegaConf.to_container(c, resolve=True) for n, c in per_task.items()},
-        "max_train_samples": base["data"]["max_train_samples"],
-        "max_eval_samples": base["data"]["max_eval_samples"],
-    }
-    base["data"]["max_train_samples"] = base["data"]["max_eval_samples"] = None
-    base["multitask"] = OmegaConf.to_container(cfg.multitask, resolve=True)
-    base["prompt_length"] = family_prompt_length(cfg, overrides, base["prompt_length"])
-    base["method"]["name"] = "mpt2"
-    base["head"] = None
-    for key, value in (cfg.multitask.get("stage1") or {}).items():
-        if value is not None:
-            base["train"][key] = value
-    return OmegaConf.create(base)
-
-
-# The prompt's shape: stage 2 starts from the stage-1 prompt, so every dataset keeps stage 1's.
-PROMPT_SHAPE_KEYS = ("prompt_length", "reparam", "depth_range")
-
-
-def family_prompt_length(cfg: DictConfig, overrides: list[str], first_dataset_value: int) -> int:
-    """One prompt length for the whole family: a command-line ``prompt_length=`` wins, then
-    ``multitask.prompt_length``, then the family's first dataset's own default (its hparams file)."""
-    if any(o.split("=", 1)[0].lstrip("+~") == "prompt_length" for o in overrides):
-        return first_dataset_value  # composed from the command line already
-    family_value = cfg.multitask.get("prompt_length")
-    return int(family_value) if family_value is not None else first_dataset_value
-
-
-def stage2_config(name: str, stage1: DictConfig, stage1_dir: Path, overrides: list[str]) -> DictConfig:
-    """Stage 2 for one dataset: the plain pt2 run of it, started from the stage-1 prompt, method mpt2,
-    with stage 1's prompt shape (the dataset's own defaults may differ: conll04 P=144 vs conll03 P=11)."""
-    stage2 = _compose([*_user_overrides(overrides), f"task={name}"])
-    for key in PROMPT_SHAPE_KEYS:
-        OmegaConf.update(stage2, key, stage1[key], merge=False)
-    OmegaConf.update(stage2, "prompt.init_from", str(stage1_dir))
-    OmegaConf.update(stage2, "method.name", "mpt2")
-    return stage2
-
-
-def family_runs(cfg: DictConfig, overrides: list[str]) -> list[tuple[str, DictConfig]]:
-    """(label, config) of stage 1 and of every stage-2 run, in training order (also for dry runs)."""
-    from ptv2.results import run_dir
-
-    stage1 = stage1_config(cfg, overrides)
-    stage1_dir = run_dir(stage1)
-    return [("stage 1", stage1)] + [
-        ("stage 2", stage2_config(name, stage1, stage1_dir, overrides)) for name in stage1.task.tasks
-    ]
-
-
-def run_family(cfg: DictConfig, overrides: list[str] | None = None) -> dict:
-    """``ptv2-train multitask=<family>``: stage 1 (shared prompt) then stage 2 for each dataset."""
-    from ptv2.cli import _record_failure
-    from ptv2.results import read_metrics, run_dir
-    from ptv2.train import run
-
-    overrides = list(overrides or [])
-    stage = str(cfg.multitask.get("stage", "both"))
-    if stage not in ("both", "1", "2"):
-        raise UserError(f"multitask.stage={stage}: use both, 1 or 2")
-
-    def attempt(stage_cfg: DictConfig) -> dict:
-        try:
-            record = run(stage_cfg, overrides=overrides)
-        except Exception as error:
-            if run_dir(stage_cfg).exists():
-                _record_failure(stage_cfg, error)
-            raise
-        print(f"metrics: {run_dir(stage_cfg) / 'metrics.json'}")
-        return record
-
-    (_, stage1), *stage2_runs = family_runs(cfg, overrides)
-    stage1_dir = run_dir(stage1)
-    result: dict = {"stage1": None, "stage2": {}}
-    if stage in ("both", "1"):
-        result["stage1"] = attempt(stage1)
-        export_prompt(stage1_dir, stage1, result["stage1"]["num_layers"])
-    if stage in ("both", "2"):
-        done = read_metrics(stage1_dir)
-        if not done or done.get("status") != "done" or not (stage1_dir / "prompt.json").is_file():
-            raise UserError(f"multitask.stage=2 needs a finished stage 1 in {stage1_dir}: run multitask.stage=1 (or both) first")
-        for _, stage2 in stage2_runs:
-            result["stage2"][stage2.task.name] = attempt(stage2)
-    return result

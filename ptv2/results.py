@@ -22,7 +22,7 @@ SCHEMA_VERSION = 2
 # to redo a finished run. Everything else is part of the run's identity.
 _NOT_IDENTITY = (
     "results", "data.root", "model.path", "train.num_workers", "train.progress", "train.gpu_per_job", "train.compile",
-    "train.compile_mode", "train.pad_to_multiple_of", "hydra",
+    "train.compile_mode", "train.compile_min_steps", "train.pad_to_multiple_of", "hydra",
 )
 # Keys added after runs existed: left out of the identity while null, so older runs keep their keys.
 _IDENTITY_IF_SET = ("prompt.init_from",)
@@ -104,3 +104,18 @@ def write_curves(path: Path, epochs: list[dict]) -> None:
         values = {f"{split}/{name}": v for split, m in e["metrics"].items() for name, v in m.items()}
         writer.writerow([e["epoch"], e["train_loss"], e["lr"], *(values.get(c, "") for c in columns)])
     write_atomic(path, buffer.getvalue())
+
+
+def record_failure(cfg: DictConfig, error: BaseException) -> None:
+    """Mark the run failed in its run directory, keeping any epochs it finished; never touch a done run."""
+    if os.environ.get("RANK", "0") != "0":  # torchrun: rank 0 owns the run directory
+        return
+    try:
+        directory = run_dir(cfg)
+    except Exception:  # the config itself is broken: nothing to name a directory after
+        return
+    previous = read_metrics(directory) or {}
+    if previous.get("status") == "done":
+        return
+    message = str(error).splitlines()[0] if str(error) else type(error).__name__
+    write_json(directory / "metrics.json", previous | {"status": "failed", "error": f"{type(error).__name__}: {message}"})

@@ -8,7 +8,9 @@ with the plain path); both are off on the CPU unless asked for, where they would
   CUDA where the model can pack (BERT/RoBERTa-style attention, deep prompts or fine-tuning).
 - ``train.compile`` (auto | true | false) with ``train.compile_mode``: ``torch.compile`` of the model;
   ``reduce-overhead`` replays CUDA graphs, one per batch shape (packing keeps those few). auto: on with
-  CUDA where packing is on. If compilation fails under auto, the run says so once and goes on eagerly.
+  CUDA where packing is on and the run has at least ``train.compile_min_steps`` training steps (compiling
+  costs tens of seconds: short runs finish sooner without it). If compilation fails under auto, the run
+  says so once and goes on eagerly.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from ptv2.data import feature_length
 from ptv2.errors import UserError
 
 _CHOICES = ("auto", True, False)
+ROWS_MULTIPLE = 4  # compiled runs round packed row counts up to a multiple: few distinct CUDA-graph shapes
 
 
 def _switch(cfg: DictConfig, key: str) -> str | bool:
@@ -50,10 +53,12 @@ class ModelRunner:
     """Calls the model, compiled or not, and marks each step for CUDA graphs. (What compiling costs shows in
     metrics.json as the first step's and first evaluation's time, ``timing.first_step_s`` / ``first_eval_s``.)"""
 
-    def __init__(self, model: torch.nn.Module, cfg: DictConfig, device: torch.device, packing: bool) -> None:
+    def __init__(self, model: torch.nn.Module, cfg: DictConfig, device: torch.device, packing: bool,
+                 steps: int | None = None) -> None:
         value = _switch(cfg, "compile")
         self.model, self.auto = model, value == "auto"
-        enabled = (packing and device.type == "cuda") if self.auto else bool(value)
+        long_enough = steps is None or steps >= int(cfg.train.get("compile_min_steps", 0))
+        enabled = (packing and device.type == "cuda" and long_enough) if self.auto else bool(value)
         mode = cfg.train.get("compile_mode", "reduce-overhead")
         self.compiled: Callable | None = torch.compile(model, mode=None if mode == "default" else mode) if enabled else None
         self._warm: set[bool] = set()  # model.training values already compiled
@@ -66,9 +71,10 @@ class ModelRunner:
         if self.compiled is None:
             return self.model(batch)
         torch.compiler.cudagraph_mark_step_begin()  # a new step: the previous replay's outputs may go
-        for key in ("pack_input_ids", "pack_positions", "pack_segments", "pack_token_type_ids", "pack_index"):
-            if key in batch:
-                torch._dynamo.maybe_mark_dynamic(batch[key], 0)  # rows vary per batch: one graph, not one per count
+        for value in batch.values():  # rows and lengths vary: one compiled graph (CUDA graphs still per shape)
+            if torch.is_tensor(value):
+                for dim in range(value.dim()):
+                    torch._dynamo.maybe_mark_dynamic(value, dim)
         if self.model.training in self._warm:
             return self.compiled(batch)
         return self._first_call(batch)
@@ -77,11 +83,17 @@ class ModelRunner:
         try:
             out = self.compiled(batch)
         except Exception as error:  # noqa: BLE001 - auto falls back to eager on any compiler failure
-            if not self.auto:
+            if not self.fall_back(error):
                 raise
-            print(f"ptv2-train: torch.compile failed ({type(error).__name__}: {str(error).splitlines()[0][:200]}); "
-                  "training without it (train.compile=false hides this)", file=sys.stderr)
-            self.compiled = None
             return self.model(batch)
         self._warm.add(self.model.training)
         return out
+
+    def fall_back(self, error: Exception) -> bool:
+        """Under train.compile=auto, give up compiling after a failure (said once); False: not ours to hide."""
+        if not (self.auto and self.compiled is not None):
+            return False
+        print(f"ptv2-train: torch.compile failed ({type(error).__name__}: {str(error).splitlines()[0][:200]}); "
+              "training without it (train.compile=false hides this)", file=sys.stderr)
+        self.compiled = None
+        return True

@@ -1,128 +1,293 @@
-"""The one training loop: every task, backbone and method runs through ``run``.
+"""The one training loop: every task, backbone and method runs through ``run`` and ``Trainer.fit``.
 
-Read top to bottom: prepare data -> build model -> train epochs (eval each epoch, keep the best dev
-epoch as the paper reports it) -> write the run directory.
+Read top to bottom: a finished run is skipped; ``Trainer`` prepares the run (seed, device, processes),
+builds backbone, task, data and model (``ptv2.build``), then the optimiser, loaders and the record; ``fit``
+runs the epochs: ``train_epoch`` (one ``step`` per batch), ``evaluate`` every split, ``record_epoch``
+(best dev epoch as the paper reports it, artifacts, metrics.json, checkpoint), and ``finish``.
 """
 
 from __future__ import annotations
 
-import functools
+import dataclasses
 import gc
 import math
-import random
 import resource
 import time
-from datetime import datetime, timezone
+from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
-import transformers
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 from safetensors.torch import save as safetensors_bytes
-from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-import ptv2
 from ptv2 import checkpoint, distributed
-from ptv2.backbone import count_parameters, load_backbone
-from ptv2.data import LengthGroupedSampler, RandomBatches, collate, feature_length
+from ptv2.backbone import count_parameters
+from ptv2.build import Built, autocast_dtype, build, resolve_device, seed_everything
+from ptv2.data import Batching, eval_loader, train_loader
 from ptv2.errors import UserError
-from ptv2.model import PromptedModel, build_model
-from ptv2.multitask import TaskBatches, in_order_batches, init_prompt_from
-from ptv2.prompts.deep import DeepPrompt, format_depth_range
-from ptv2.results import SCHEMA_VERSION, read_metrics, run_dir, write_atomic, write_curves, write_json
-from ptv2.speed import ModelRunner, pack_length, use_packing
-from ptv2.tasks.base import Task, build_task
+from ptv2.inference import predict, to_device
+from ptv2.record import RunRecord
+from ptv2.results import read_metrics, run_dir, write_atomic, write_curves, write_json
+from ptv2.speed import ROWS_MULTIPLE, ModelRunner, pack_length, use_packing
 
 
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
+def run(cfg: DictConfig, overrides: list[str] | None = None) -> dict:
+    """Train and evaluate one configuration; returns the metrics.json content."""
+    out = run_dir(cfg)
+    previous = read_metrics(out)
+    if previous and previous.get("status") == "done" and not cfg.results.force:
+        print(f"already done (results.force=true to redo): {out / 'metrics.json'}")
+        return previous
+    return Trainer(cfg, out, list(overrides or [])).fit().to_json()
 
 
-def encode_split(task: Task, split: str, limit: int | None) -> tuple[list[dict], list[dict]]:
-    records = task.read(split)
-    if limit:
-        records = records[:limit]
-    features = task.encode_all(records, split)
-    if not features:
-        raise UserError(f"task={task.name} split {split} has no examples")
-    return records, features
+@dataclass
+class LoopState:
+    """Where the loop is (the epoch to run, steps done in it) and what it has summed; a checkpoint keeps it."""
+
+    epoch: int = 1
+    step: int = 0
+    loss_sum: float = 0.0
+    train_tokens: int = 0
+    train_seconds: float = 0.0
+    allreduce_seconds: float = 0.0
+    wall_seconds: float = 0.0  # of the processes before this one (resumed runs)
 
 
-def _loader(
-    features, batch_size, pad_id, shuffle, seed, group_by_length, num_workers, ranks=None, multitask=None,
-    pad_to_multiple_of=1, pin_memory=False, pack_length=None,
-) -> DataLoader:
-    """Eval: in order. Train: shuffled by seed + epoch, this rank's shard of each global batch.
+class Trainer:
+    def __init__(self, cfg: DictConfig, out: Path, overrides: list[str]) -> None:
+        self.cfg, self.out, self.started = cfg, out, time.time()
+        gc.unfreeze()  # a job that failed earlier in this process (sweeps) left its objects frozen
+        seed_everything(cfg.seed)
+        self.ranks = distributed.setup()  # torchrun: one process per GPU; else rank 0 of 1
+        self.device = resolve_device(cfg)
+        if self.device.type == "cuda":
+            # cuDNN's SDPA builds a graph per new sequence length (~100 ms each): with dynamic padding that
+            # dominated the step on an H200 (docs/performance.md). Flash / memory-efficient kernels do not.
+            torch.backends.cuda.enable_cudnn_sdp(False)
+        self.amp_dtype = autocast_dtype(cfg, self.device)
+        limits = {s: cfg.data.max_eval_samples for s in cfg.task.eval_splits} | {"train": cfg.data.max_train_samples}
+        self.built = build(cfg, self.device, ["train", *cfg.task.eval_splits], limits)
+        self.model, self.task = self.built.model, self.built.task
+        distributed.broadcast_parameters([p for p in self.model.parameters() if p.requires_grad])
+        self._make_loaders()
+        self.optimization = Optimization(self.model, self.runner, cfg, self.device, len(self.train_loader), self.ranks)
+        self.optimizer, self.scheduler = self.optimization.optimizer, self.optimization.scheduler
+        self.record = RunRecord.start(cfg, self.model, self.built.head, self.built.backbone.num_layers,
+                                      self.built.stage1_run, self._majority(), parameter_counts(cfg, self.built), overrides)
+        if self.ranks.main:
+            write_atomic(out / "config.yaml", _config_yaml(cfg))
+        self.state = LoopState()
+        self._resume()
+        self.totals = distributed.StepTotals(self.ranks, self.device)
+        self.first_step_s: float | None = None
+        self.first_eval_s: float | None = None
 
-    Multi-task features (MPT-2 stage 1) carry ``task_id``: every batch then holds one dataset, drawn as
-    ``multitask.sampling`` says (ptv2/multitask.py). ``pin_memory`` (CUDA) lets batches copy to the GPU
-    without waiting for it.
-    """
-    collate_fn = functools.partial(
-        collate, pad_token_id=pad_id, pad_to_multiple_of=pad_to_multiple_of, pack_length=pack_length
-    )
-    options = {"collate_fn": collate_fn, "num_workers": num_workers, "pin_memory": pin_memory}
-    mixed = "task_id" in features[0]
-    if not shuffle:
-        if mixed:
-            return DataLoader(features, batch_sampler=in_order_batches([f["task_id"] for f in features], batch_size), **options)
-        return DataLoader(features, batch_size, **options)
-    if mixed:
-        batches = TaskBatches(
-            [f["task_id"] for f in features], [feature_length(f) for f in features], batch_size, seed, group_by_length,
-            sampling=multitask.sampling, temperature=multitask.temperature,
+    def _make_loaders(self) -> None:
+        cfg, splits = self.cfg, self.built.splits
+        self.packing = use_packing(cfg, self.model, self.device)
+        steps = math.ceil(len(splits["train"].features) / cfg.train.batch_size) * cfg.train.epochs
+        self.runner = ModelRunner(self.model, cfg, self.device, self.packing, steps)  # the model, compiled or not
+        batching = Batching(
+            self.built.backbone.tokenizer.pad_token_id, cfg.train.pad_to_multiple_of,
+            pack_length([s.features for s in splits.values()], cfg.train.pad_to_multiple_of) if self.packing else None,
+            num_workers(cfg, self.device), pin_memory=self.device.type == "cuda",
+            rows_multiple=ROWS_MULTIPLE if self.runner.enabled else 1,
         )
-    elif group_by_length:
-        batches = LengthGroupedSampler([feature_length(f) for f in features], batch_size, seed)
-    else:
-        batches = RandomBatches(len(features), batch_size, seed)
-    ranks = ranks or distributed.Ranks()
-    sampler = distributed.ShardedBatches(batches, ranks.rank, ranks.world)
-    # Own generator: starting an epoch draws worker seeds from it, not from the global RNG (exact resume).
-    generator = torch.Generator().manual_seed(seed)
-    return DataLoader(features, batch_sampler=sampler, generator=generator, **options)
-
-
-def check_position_budget(model: PromptedModel, feature_sets: list[list[dict]]) -> None:
-    """prompt.shift_positions=true: every sequence must fit the positions left after the prompt's P."""
-    limit = model.max_real_tokens()
-    if limit is None:
-        return
-    longest = max(feature_length(f) for features in feature_sets for f in features)
-    if longest > limit:
-        raise UserError(
-            f"prompt.shift_positions=true puts real tokens after the {model.position_offset} prompt positions: "
-            f"a {longest}-token input exceeds the {limit} left; lower task.max_length or prompt_length"
+        multitask = cfg.get("multitask") or {}
+        self.train_loader = train_loader(
+            splits["train"].features, cfg.train.batch_size, cfg.seed, batching, cfg.train.group_by_length, self.ranks,
+            multitask.get("sampling", "proportional"), multitask.get("temperature", 2.0),
         )
+        self.eval_loaders = {s: eval_loader(splits[s].features, cfg.train.eval_batch_size, batching)
+                             for s in cfg.task.eval_splits}
+
+    def _majority(self) -> dict:
+        train = self.built.splits["train"].records
+        return {s: m for s in self.cfg.task.eval_splits
+                if (m := self.task.majority_baseline(train, self.built.splits[s].records)) is not None}
+
+    def _resume(self) -> None:
+        loop = checkpoint.load(self.out, self.model, self.optimizer, self.scheduler)  # None: a fresh start
+        if loop is None:
+            return
+        self.record = RunRecord.from_json(loop.pop("record"))
+        self.state = LoopState(**loop)
+        self.train_loader.batch_sampler.resume_at = (self.state.epoch, self.state.step)
+        print(f"resuming from {checkpoint.path(self.out)}: epoch {self.state.epoch}, step {self.state.step}", flush=True)
+
+    # -- the loop --------------------------------------------------------------------------------------
+    def fit(self) -> RunRecord:
+        # The encoded data and the model live as long as the run: keep them out of the collector's full
+        # passes (hundreds of ms each over a large dataset, stalling every rank that waits on this one).
+        gc.freeze()
+        for epoch in range(self.state.epoch, self.cfg.train.epochs + 1):
+            loss, lr, seconds = self.train_epoch(epoch)
+            if self.ranks.main:  # rank 0 alone evaluates and writes
+                self.record_epoch(epoch, loss, lr, seconds, *self.evaluate())
+        gc.unfreeze()
+        return self.finish()
+
+    def train_epoch(self, epoch: int) -> tuple[float, float, float]:
+        """One pass over the training batches; returns the mean loss, the epoch's lr and its seconds."""
+        self.model.train()
+        self.train_loader.batch_sampler.set_epoch(epoch)
+        started = time.time()
+        batches = tqdm(self.train_loader, desc=f"epoch {epoch}/{self.cfg.train.epochs}", leave=False,
+                       disable=not self.cfg.train.progress)
+        for batch in batches:
+            real_tokens = int(batch["attention_mask"].sum())  # counted on the CPU: no GPU sync
+            batch = to_device(batch, self.device)
+            self.settle_last_step(epoch, started, batches)  # the previous step, now this batch is on its way
+            self.step(batch, real_tokens)
+        self.settle_last_step(epoch, started, batches)
+        lr = self.optimization.end_epoch()
+        seconds = time.time() - started
+        state = self.state
+        loss = state.loss_sum / max(1, state.step)
+        state.train_seconds, state.loss_sum, state.step = state.train_seconds + seconds, 0.0, 0
+        state.allreduce_seconds += self.ranks.allreduce_seconds()
+        return loss, lr, seconds
+
+    def step(self, batch: dict, real_tokens: int) -> None:
+        """One optimisation step; the first one of a process is timed (it compiles) and may fall back to
+        eager if compiling fails under train.compile=auto."""
+        if self.first_step_s is not None:
+            return self._step(batch, real_tokens)
+        started = time.perf_counter()
+        try:
+            self._step(batch, real_tokens)
+        except Exception as error:
+            if not self.runner.fall_back(error):
+                raise
+            self.optimizer.zero_grad(set_to_none=True)
+            self._step(batch, real_tokens)
+        synchronize(self.device)
+        self.first_step_s = time.perf_counter() - started
+
+    def _step(self, batch: dict, real_tokens: int) -> None:
+        weight = self.train_loader.batch_sampler.weights[self.state.step]  # this rank's share of the global batch
+        loss = self.optimization(batch, weight)
+        self.state.step += 1
+        self.totals.add(loss * (weight / self.ranks.world), real_tokens * (weight > 0), checkpoint.stop_requested())
+
+    def settle_last_step(self, epoch: int, epoch_start: float, batches: tqdm) -> None:
+        """Book the last queued step (read one step late, see StepTotals); save and exit if asked to stop."""
+        if (settled := self.totals.settle()) is None:
+            return
+        loss, tokens, stop = settled
+        if not math.isfinite(loss):
+            raise UserError(f"loss became {loss} at epoch {epoch} step {self.state.step}: lower train.lr={self.cfg.train.lr}")
+        self.state.loss_sum += loss
+        self.state.train_tokens += tokens
+        batches.set_postfix(loss=f"{self.state.loss_sum / self.state.step:.4f}")
+        if stop:  # SIGTERM/SIGUSR1/SIGUSR2: save after this step and exit (re-run resumes here)
+            if self.ranks.main:
+                elapsed = dataclasses.replace(self.state, epoch=epoch, train_seconds=self.state.train_seconds + time.time() - epoch_start)
+                self.save_checkpoint(elapsed)
+            checkpoint.exit_interrupted(self.out)
+
+    def evaluate(self) -> tuple[dict, dict]:
+        """Every evaluated split's metrics and head outputs."""
+        started, metrics, outputs = time.perf_counter(), {}, {}
+        for split, loader in self.eval_loaders.items():
+            outputs[split] = predict(self.model, loader, self.device, self.amp_dtype, self.runner)
+            data = self.built.splits[split]
+            metrics[split] = self.task.metrics(data.records, data.features, outputs[split])
+        if self.first_eval_s is None:
+            self.first_eval_s = time.perf_counter() - started
+        return metrics, outputs
+
+    def record_epoch(self, epoch: int, loss: float, lr: float, seconds: float, metrics: dict, outputs: dict) -> None:
+        """Book the epoch; at a new best dev epoch keep its artifacts; write metrics.json and the checkpoint."""
+        # train_s per epoch: the first epoch's start-up costs (allocator, kernels, compiling) show apart
+        if self.record.add_epoch(epoch, loss, lr, metrics, seconds):
+            write_atomic(self.out / "prompt_head.safetensors", safetensors_bytes(self.model.prompt_head_state()))
+            _write_predictions(self.out / "predictions.json", self.built, outputs["dev"])
+        primary, best = self.record.primary_metric, self.record.best["dev"][self.record.primary_metric]
+        shown = ", ".join(f"{s} {primary} {m[primary]:.2f}" for s, m in metrics.items() if primary in m)
+        tqdm.write(f"epoch {epoch}: train loss {loss:.4f}, {shown} (best {best:.2f} @ {self.record.best_epoch})")
+        self.record.timing = self.timing()
+        write_curves(self.out / "curves.csv", self.record.epochs)
+        write_json(self.out / "metrics.json", self.record.to_json())
+        self.save_checkpoint(dataclasses.replace(self.state, epoch=epoch + 1))
+
+    def save_checkpoint(self, state: LoopState) -> None:
+        loop = dataclasses.asdict(state) | {"wall_seconds": self.wall_seconds(), "record": self.record.to_json()}
+        checkpoint.save(self.out, self.model, self.optimizer, self.scheduler, loop)
+
+    def wall_seconds(self) -> float:
+        """Wall time of this run over all the processes it took (resumed runs add up)."""
+        return self.state.wall_seconds + time.time() - self.started
+
+    def timing(self) -> dict:
+        state = self.state
+        return {
+            "wall_s": self.wall_seconds(),
+            "train_s": state.train_seconds,
+            "train_tokens_per_s": state.train_tokens / max(state.train_seconds, 1e-9),
+            "peak_memory_mb": peak_memory_mb(self.device),
+            "processes": self.ranks.world,
+            "device": device_name(self.device),
+            # GPU time in the gradient all-reduce (rank 0, waiting for slower ranks included); 0 in one process
+            "allreduce_s": state.allreduce_seconds,
+            "allreduce_share": state.allreduce_seconds / max(state.train_seconds, 1e-9),
+            "packing": self.packing,
+            "compiled": self.runner.enabled,
+            # what compiling (and first-use allocation) costs: the first step's and first evaluation's time
+            "first_step_s": self.first_step_s,
+            "first_eval_s": self.first_eval_s,
+        }
+
+    def finish(self) -> RunRecord:
+        self.record.status = "done"
+        if self.ranks.main:
+            write_json(self.out / "metrics.json", self.record.to_json())
+            checkpoint.delete(self.out)
+        return self.record
 
 
-def _to(batch: dict, device: torch.device) -> dict:
-    return {k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
+# -- the loop's parts ----------------------------------------------------------------------------------
+class Optimization:
+    """The loop's optimisation step, also what the benchmark times: forward under autocast, the head's
+    loss, backward, gradient all-reduce (torchrun), clipping, fused AdamW over the trainable parameters
+    only, and the learning-rate schedule (per step, or per epoch via ``end_epoch``)."""
+
+    def __init__(self, model, runner, cfg: DictConfig, device: torch.device, steps_per_epoch: int,
+                 ranks: distributed.Ranks | None = None) -> None:
+        self.model, self.runner, self.ranks = model, runner, ranks or distributed.Ranks()
+        self.device, self.amp_dtype, self.max_grad_norm = device, autocast_dtype(cfg, device), cfg.train.max_grad_norm
+        self.trainable = [p for p in model.parameters() if p.requires_grad]
+        self.optimizer = torch.optim.AdamW(
+            self.trainable, lr=cfg.train.lr, weight_decay=cfg.train.weight_decay, fused=device.type == "cuda"
+        )
+        self.scheduler, self.step_every = make_scheduler(self.optimizer, cfg, steps_per_epoch)
+
+    def __call__(self, batch: dict, weight: float = 1.0) -> torch.Tensor:
+        """One step on a device batch; returns its loss (not read: reading it would wait for the GPU)."""
+        with torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32, enabled=self.amp_dtype is not None):
+            loss = self.model.loss(self.runner(batch), batch)
+        (loss * weight).backward()
+        self.ranks.average_gradients(self.trainable)
+        if self.max_grad_norm:
+            torch.nn.utils.clip_grad_norm_(self.trainable, self.max_grad_norm)
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        if self.step_every == "step":
+            self.scheduler.step()
+        return loss.detach()
+
+    def end_epoch(self) -> float:
+        """The epoch's learning rate; the per-epoch schedule steps."""
+        lr = self.optimizer.param_groups[0]["lr"]
+        if self.step_every == "epoch":
+            self.scheduler.step()
+        return lr
 
 
-@torch.no_grad()
-def predict(model: PromptedModel, loader: DataLoader, device, amp_dtype, runner=None) -> list[torch.Tensor]:
-    """Head outputs per feature (float32, CPU); per-token outputs cut to the feature's real length."""
-    model.eval()
-    runner = runner or model
-    outputs: list[torch.Tensor] = []
-    for batch in loader:
-        batch = _to(batch, device)
-        with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
-            logits = runner(batch).float().cpu()
-        if logits.dim() == 3 and batch["input_ids"].dim() == 2:
-            lengths = batch["attention_mask"].sum(-1).tolist()
-            outputs += [row[:n] for row, n in zip(logits, lengths, strict=True)]
-        else:
-            outputs += list(logits)
-    return outputs
-
-
-def _scheduler(optimizer, cfg: DictConfig, steps_per_epoch: int):
+def make_scheduler(optimizer: torch.optim.Optimizer, cfg: DictConfig, steps_per_epoch: int):
+    """(scheduler, "step" | "epoch"): linear warm-up then decay per step, exponential per epoch, or constant."""
     total = steps_per_epoch * cfg.train.epochs
     if cfg.train.schedule == "linear":
         warmup = int(cfg.train.warmup_ratio * total)
@@ -136,245 +301,55 @@ def _scheduler(optimizer, cfg: DictConfig, steps_per_epoch: int):
     raise UserError(f"train.schedule={cfg.train.schedule!r}: use linear, exponential or constant")
 
 
-def _device(cfg: DictConfig) -> torch.device:
-    if cfg.train.device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(cfg.train.device)
+def parameter_counts(cfg: DictConfig, built: Built) -> dict:
+    """Backbone, trainable and stored (per-task) parameters, the last two also as % of the backbone."""
+    model, backbone = built.model, built.backbone
+    params = {
+        "backbone": count_parameters(model.encoder) + (count_parameters(backbone.pooler) if backbone.pooler is not None else 0),
+        "trainable": sum(p.numel() for p in model.parameters() if p.requires_grad),
+    }
+    params["stored"] = sum(p.numel() for p in model.head_state().values()) + model.prompt.stored_parameter_count()
+    if not cfg.method.freeze_backbone:
+        params["stored"] = params["trainable"]
+    return params | {f"{k}_pct": 100 * params[k] / params["backbone"] for k in ("trainable", "stored")}
 
 
-def _num_workers(cfg: DictConfig, device: torch.device) -> int:
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def num_workers(cfg: DictConfig, device: torch.device) -> int:
     """Collation in worker processes keeps the GPU fed; on the CPU they would compete for the same cores."""
     if cfg.train.num_workers == "auto":
         return 2 if device.type == "cuda" else 0
     return int(cfg.train.num_workers)
 
 
-def _device_name(device: torch.device) -> str:
+def device_name(device: torch.device) -> str:
     if device.type == "cuda":
         index = torch.cuda.current_device()
         return f"cuda:{index} {torch.cuda.get_device_name(index)}"
     return device.type
 
 
-def _peak_memory_mb(device: torch.device) -> float:
+def peak_memory_mb(device: torch.device) -> float:
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device) / 2**20
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # process peak RSS (KiB on Linux)
 
 
-def _save_prompt_head(path: Path, model: PromptedModel) -> None:
-    """The per-task artifact: trainable prompt parameters, the computed prefix k/v, and the head."""
-    write_atomic(path, safetensors_bytes(model.prompt_head_state()))
+def _config_yaml(cfg: DictConfig) -> str:
+    from omegaconf import OmegaConf
+
+    return OmegaConf.to_yaml(cfg, resolve=True)
 
 
-def _write_predictions(path: Path, task: Task, records: list[dict], features: list[dict], outputs: list) -> None:
+def _write_predictions(path: Path, built: Built, outputs: list) -> None:
     """predictions.json for the dev split at the best epoch, where the task defines predictions()."""
+    dev = built.splits["dev"]
     try:
-        predictions = task.predictions(records, features, outputs)
+        predictions = built.task.predictions(dev.records, dev.features, outputs)
     except NotImplementedError:
         return
     write_json(path, predictions)
-
-
-def run(cfg: DictConfig, overrides: list[str] | None = None) -> dict:
-    """Train and evaluate one configuration; returns the metrics.json content."""
-    out = run_dir(cfg)
-    previous = read_metrics(out)
-    if previous and previous.get("status") == "done" and not cfg.results.force:
-        print(f"already done (results.force=true to redo): {out / 'metrics.json'}")
-        return previous
-    started = time.time()
-    gc.unfreeze()  # a job that failed earlier in this process (sweeps) left its objects frozen
-    seed_everything(cfg.seed)
-    ranks = distributed.setup()  # torchrun: one process per GPU (ptv2/distributed.py); else rank 0 of 1
-    device = _device(cfg)
-    if device.type == "cuda":
-        # cuDNN's SDPA builds a graph per new sequence length (~100 ms each): with dynamic padding that
-        # dominated the step on an H200 (docs/performance.md). Flash / memory-efficient kernels do not.
-        torch.backends.cuda.enable_cudnn_sdp(False)
-    amp_dtype = torch.bfloat16 if device.type == "cuda" and cfg.train.precision == "bf16" else None
-
-    head_kind = cfg.head or cfg.task.head
-    backbone = load_backbone(cfg.model, cfg.train.attention, cfg.train.dropout, with_lm_head=head_kind == "verbalizer")
-    task = build_task(cfg.task, cfg.data.root, backbone.tokenizer)
-    task.append_mask = head_kind == "verbalizer"
-    task.reserved_positions = int(cfg.prompt_length) if OmegaConf.select(cfg, "prompt.shift_positions") else 0
-    train_records, train_features = encode_split(task, "train", cfg.data.max_train_samples)
-    evals = {s: encode_split(task, s, cfg.data.max_eval_samples) for s in cfg.task.eval_splits}
-
-    model = build_model(cfg, backbone, task.num_labels, head_kind).to(device)
-    check_position_budget(model, [train_features, *(f for _, f in evals.values())])
-    init_from = OmegaConf.select(cfg, "prompt.init_from")
-    stage1_run = init_prompt_from(init_from, cfg, model, head_kind) if init_from else None  # MPT-2 stage 2
-    if cfg.method.freeze_backbone and device.type == "cuda" and cfg.train.precision == "bf16":
-        model.encoder.to(torch.bfloat16)  # frozen weights need no fp32 master copy
-    packing = use_packing(cfg, model, device)
-    length = pack_length([train_features, *(f for _, f in evals.values())], cfg.train.pad_to_multiple_of) if packing else None
-    runner = ModelRunner(model, cfg, device, packing)  # the model, compiled or not (ptv2/speed.py)
-    trainable = [p for p in model.parameters() if p.requires_grad]
-    distributed.broadcast_parameters(trainable)
-    optimizer = torch.optim.AdamW(
-        trainable, lr=cfg.train.lr, weight_decay=cfg.train.weight_decay, fused=device.type == "cuda"
-    )
-    pad_id = backbone.tokenizer.pad_token_id
-    multiple, workers = cfg.train.pad_to_multiple_of, _num_workers(cfg, device)
-    train_loader = _loader(
-        train_features, cfg.train.batch_size, pad_id, True, cfg.seed, cfg.train.group_by_length, workers,
-        ranks, cfg.multitask, multiple, pin_memory=device.type == "cuda", pack_length=length,
-    )
-    eval_loaders = {
-        s: _loader(
-            f, cfg.train.eval_batch_size, pad_id, False, cfg.seed, False, workers,
-            pad_to_multiple_of=multiple, pin_memory=device.type == "cuda", pack_length=length,
-        )
-        for s, (_, f) in evals.items()
-    }
-    scheduler, step_every = _scheduler(optimizer, cfg, len(train_loader))
-
-    params = {"backbone": count_parameters(model.encoder) + (count_parameters(backbone.pooler) if backbone.pooler_pretrained else 0),
-              "trainable": sum(p.numel() for p in trainable)}
-    params["stored"] = sum(p.numel() for p in model.head_state().values()) + (
-        model.prompt.stored_parameter_count() if model.prompt is not None else 0
-    )
-    if not cfg.method.freeze_backbone:
-        params["stored"] = params["trainable"]
-    params |= {f"{k}_pct": 100 * params[k] / params["backbone"] for k in ("trainable", "stored")}
-    layers = model.prompt.layers if isinstance(model.prompt, DeepPrompt) else []
-    majority = {s: m for s, (r, _) in evals.items() if (m := task.majority_baseline(train_records, r)) is not None}
-    record = {
-        "schema_version": SCHEMA_VERSION,
-        "status": "running",
-        "error": None,
-        "task": task.name,
-        "family": cfg.task.family,
-        "model": cfg.model.name,
-        "method": cfg.method.name,
-        "head": head_kind,
-        "prompt_length": int(cfg.prompt_length) if cfg.method.prompt != "none" else None,
-        "reparam": cfg.reparam.type if cfg.method.prompt == "deep" else None,
-        "depth_range": format_depth_range(layers),
-        "num_layers": backbone.num_layers,
-        "seed": int(cfg.seed),
-        "experiment": cfg.results.get("experiment"),
-        "stage1_run": stage1_run,
-        "primary_metric": cfg.task.primary_metric,
-        "report_split": cfg.task.report_split,
-        "splits": list(cfg.task.eval_splits),
-        "best_epoch": None,
-        "best": None,
-        "majority_baseline": majority or None,
-        "epochs": [],
-        "params": params,
-        "timing": {},
-        "hparams": OmegaConf.to_container(cfg.train, resolve=True),
-        "overrides": list(overrides or []),
-        "versions": {"ptv2": ptv2.__version__, "torch": torch.__version__, "transformers": transformers.__version__},
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-    }
-    if ranks.main:
-        write_atomic(out / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
-
-    primary, best_score, train_tokens, train_seconds = cfg.task.primary_metric, -math.inf, 0, 0.0
-    first_epoch, loss_sum, steps, allreduce_seconds = 1, 0.0, 0, 0.0
-    resumed = checkpoint.load(out, model, optimizer, scheduler)  # None: a fresh start
-    if resumed:
-        record, best_score, train_tokens, train_seconds = (resumed[k] for k in ("record", "best_score", "train_tokens", "train_seconds"))
-        first_epoch, loss_sum, steps = resumed["epoch"], resumed["loss_sum"], resumed["step"]
-        allreduce_seconds = record["timing"].get("allreduce_s", 0.0)
-        started -= record["timing"].get("wall_s", 0.0)  # wall time adds up over the processes
-        train_loader.batch_sampler.resume_at = (first_epoch, steps)
-        print(f"resuming from {checkpoint.path(out)}: epoch {first_epoch}, step {steps}", flush=True)
-    totals = distributed.StepTotals(ranks, device)
-    # The encoded dataset and the model live as long as the run: keep them out of the collector's full passes
-    # (hundreds of ms each over a large dataset's feature lists, stalling every rank that waits on this one).
-    gc.freeze()
-
-    def settle_last_step(epoch: int, epoch_start: float, progress: tqdm) -> None:
-        """Book the last queued step (read one step late, see StepTotals); save and exit if asked to stop."""
-        nonlocal loss_sum, train_tokens
-        if (settled := totals.settle()) is None:
-            return
-        step_loss, tokens, stop = settled
-        if not math.isfinite(step_loss):
-            raise UserError(f"loss became {step_loss} at epoch {epoch} step {steps}: lower train.lr={cfg.train.lr}")
-        loss_sum, train_tokens = loss_sum + step_loss, train_tokens + tokens
-        progress.set_postfix(loss=f"{loss_sum / steps:.4f}")
-        if stop:  # SIGTERM/SIGUSR1/SIGUSR2: save after this step and exit (re-run resumes here)
-            if ranks.main:
-                checkpoint.save(
-                    out, model, optimizer, scheduler, epoch=epoch, step=steps, loss_sum=loss_sum, record=record,
-                    best_score=best_score, train_tokens=train_tokens, train_seconds=train_seconds + time.time() - epoch_start,
-                )
-            checkpoint.exit_interrupted(out)
-
-    for epoch in range(first_epoch, cfg.train.epochs + 1):
-        model.train()
-        train_loader.batch_sampler.set_epoch(epoch)
-        epoch_start = time.time()
-        progress = tqdm(train_loader, desc=f"epoch {epoch}/{cfg.train.epochs}", leave=False, disable=not cfg.train.progress)
-        for batch in progress:
-            real_tokens = int(batch["attention_mask"].sum())  # counted on the CPU: no GPU sync
-            batch = _to(batch, device)
-            settle_last_step(epoch, epoch_start, progress)  # the previous step, now that this batch is on its way
-            with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
-                loss = model.loss(runner(batch), batch)
-            weight = train_loader.batch_sampler.weights[steps]  # this rank's share of the global batch
-            (loss * weight).backward()
-            ranks.average_gradients(trainable)
-            if cfg.train.max_grad_norm:
-                torch.nn.utils.clip_grad_norm_(trainable, cfg.train.max_grad_norm)
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-            if step_every == "step":
-                scheduler.step()
-            steps += 1
-            totals.add(loss * (weight / ranks.world), real_tokens * (weight > 0), checkpoint.stop_requested())
-        settle_last_step(epoch, epoch_start, progress)
-        lr = optimizer.param_groups[0]["lr"]
-        if step_every == "epoch":
-            scheduler.step()
-        epoch_seconds = time.time() - epoch_start
-        train_seconds += epoch_seconds
-        allreduce_seconds += ranks.allreduce_seconds()
-        epoch_loss, loss_sum, steps = loss_sum / max(1, steps), 0.0, 0
-        if not ranks.main:  # rank 0 alone evaluates and writes
-            continue
-
-        metrics, outputs = {}, {}
-        for split, (records, features) in evals.items():
-            outputs[split] = predict(model, eval_loaders[split], device, amp_dtype, runner)
-            metrics[split] = task.metrics(records, features, outputs[split])
-        # train_s per epoch: the first epoch's start-up costs (allocator, kernels) show apart from the rest
-        record["epochs"].append({"epoch": epoch, "train_loss": epoch_loss, "lr": lr, "metrics": metrics, "train_s": epoch_seconds})
-        score = metrics["dev"][primary]
-        if score > best_score:
-            best_score = score
-            record["best_epoch"], record["best"] = epoch, metrics
-            _save_prompt_head(out / "prompt_head.safetensors", model)
-            _write_predictions(out / "predictions.json", task, *evals["dev"], outputs["dev"])
-        shown = ", ".join(f"{s} {primary} {m[primary]:.2f}" for s, m in metrics.items() if primary in m)
-        tqdm.write(f"epoch {epoch}: train loss {epoch_loss:.4f}, {shown} (best {best_score:.2f} @ {record['best_epoch']})")
-        record["timing"] = {
-            "wall_s": time.time() - started,
-            "train_s": train_seconds,
-            "train_tokens_per_s": train_tokens / max(train_seconds, 1e-9),
-            "peak_memory_mb": _peak_memory_mb(device),
-            "processes": ranks.world,
-            "device": _device_name(device),
-            # GPU time in the gradient all-reduce (rank 0, waiting for slower ranks included); 0 in one process
-            "allreduce_s": allreduce_seconds,
-            "allreduce_share": allreduce_seconds / max(train_seconds, 1e-9),
-        }
-        write_curves(out / "curves.csv", record["epochs"])
-        write_json(out / "metrics.json", record)
-        checkpoint.save(
-            out, model, optimizer, scheduler, epoch=epoch + 1, step=0, loss_sum=0.0, record=record,
-            best_score=best_score, train_tokens=train_tokens, train_seconds=train_seconds,
-        )
-
-    gc.unfreeze()
-    record["status"] = "done"
-    if ranks.main:
-        write_json(out / "metrics.json", record)
-        checkpoint.delete(out)
-    return record

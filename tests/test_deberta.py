@@ -20,7 +20,7 @@ from ptv2.backbone import Backbone, load_backbone
 from ptv2.heads import ClsHead
 from ptv2.model import PromptedModel
 from ptv2.prompts.deberta import PrefixDebertaSelfAttention, PrefixDebertaV2SelfAttention, adapt_for_prefix
-from ptv2.prompts.deep import DeepPrompt, attach_deep_prompt
+from ptv2.prompts.deep import DeepPrompt
 
 REPO = Path(__file__).resolve().parents[1]
 BASE = dict(
@@ -162,7 +162,7 @@ def _reference_attention(module, hidden, mask2d, rel_embeddings, prefix_key, pre
 def test_prefix_attention_matches_hand_written_rule(kind):
     model = tiny_model(kind, layers=1)
     prompt = DeepPrompt([0], prompt_length=3, num_heads=2, head_dim=8)
-    attach_deep_prompt(Backbone(model, None, None), prompt)
+    prompt.attach(Backbone(model, None, None))
     module = attention(model, 0)
     seen = {}
     module.register_forward_hook(

@@ -11,7 +11,7 @@ from transformers import BertConfig, BertModel, RobertaConfig, RobertaModel
 import ptv2.prompts.attention  # noqa: F401  (registers ptv2_sdpa / ptv2_eager)
 from ptv2.backbone import Backbone, load_backbone
 from ptv2.model import build_model
-from ptv2.prompts.deep import DeepPrompt, attach_deep_prompt, resolve_depth_range
+from ptv2.prompts.deep import DeepPrompt, resolve_depth_range
 
 L, H, HEADS, P = 4, 32, 4, 5
 
@@ -91,7 +91,7 @@ def test_prefix_matches_hand_written_reference(impl, layers):
     _, ours = _pair("bert", impl)
     torch.manual_seed(1)
     prompt = DeepPrompt(layers, P, HEADS, H // HEADS).eval()
-    attach_deep_prompt(Backbone(ours, None, None), prompt)
+    prompt.attach(Backbone(ours, None, None))
     ids, mask = _batch()
     got = _prompted(ours, prompt, ids, mask).last_hidden_state
     with torch.no_grad():
@@ -103,7 +103,7 @@ def test_prefix_matches_hand_written_reference(impl, layers):
 def test_sample_alone_equals_sample_in_padded_batch_and_prompt_changes_output():
     _, ours = _pair("roberta", "sdpa")
     prompt = DeepPrompt(list(range(L)), P, HEADS, H // HEADS, reparam="mlp").eval()
-    attach_deep_prompt(Backbone(ours, None, None), prompt)
+    prompt.attach(Backbone(ours, None, None))
     ids, mask = _batch()
     batched = _prompted(ours, prompt, ids, mask).last_hidden_state
     alone = _prompted(ours, prompt, ids[2:, :3]).last_hidden_state
@@ -117,7 +117,7 @@ def test_sample_alone_equals_sample_in_padded_batch_and_prompt_changes_output():
 def test_depth_range_only_changes_layers_from_its_first():
     stock, ours = _pair("bert", "sdpa", layers=6)
     prompt = DeepPrompt(resolve_depth_range("all", 6, layers="4-6"), P, HEADS, H // HEADS).eval()
-    attach_deep_prompt(Backbone(ours, None, None), prompt)
+    prompt.attach(Backbone(ours, None, None))
     ids, mask = _batch()
     expected = stock(input_ids=ids, attention_mask=mask, output_hidden_states=True).hidden_states
     got = _prompted(ours, prompt, ids, mask, output_hidden_states=True).hidden_states
@@ -177,7 +177,7 @@ def test_only_prompt_and_head_train(tiny_cfg, reparam, expected):
 
 def test_ft_trains_every_parameter(tiny_cfg):
     model = _build(tiny_cfg, "method=ft")
-    assert model.prompt is None
+    assert model.prompt.kind == "none" and not list(model.prompt.parameters())
     assert all(p.requires_grad for p in model.parameters())
 
 

@@ -22,11 +22,10 @@ from transformers import AutoConfig, AutoModel, AutoModelForMaskedLM
 
 from ptv2.backbone import load_backbone
 from ptv2.cli import CONF_DIR
-from ptv2.data import RandomBatches, collate
+from ptv2.data import Batching, RandomBatches, collate, train_loader
 from ptv2.model import build_model
 from ptv2.tasks.base import build_task
 from ptv2.tiny import build_tiny_tokenizer
-from ptv2.train import _loader
 
 
 def _cfg(*overrides: str, hydra: bool = False):
@@ -59,7 +58,7 @@ def _batch(tokenizer) -> dict:
 def test_training_batches_are_random_by_default():
     cfg = _cfg()
     assert cfg.train.group_by_length is False
-    loader = _loader([{"input_ids": [1] * n} for n in range(1, 41)], 8, 0, True, 11, cfg.train.group_by_length, 0)
+    loader = train_loader([{"input_ids": [1] * n} for n in range(1, 41)], 8, 11, Batching(0), cfg.train.group_by_length)
     assert isinstance(loader.batch_sampler.batches, RandomBatches)
 
 

@@ -10,7 +10,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from ptv2.multitask import TaskBatches, in_order_batches, sampling_probabilities
+from ptv2.data import TaskBatches, in_order_batches, sampling_probabilities
 from tests.conftest import FIXTURE_DATA, run_cli
 
 TINY = ("model=tiny-bert", f"data.root={FIXTURE_DATA}", "train.progress=false", "data.max_train_samples=8")
@@ -33,19 +33,19 @@ def stage1(tmp_path_factory) -> Path:
     """One stage-1 run on rte (2 labels) + cb (3 labels), with the collate instrumented."""
     root = tmp_path_factory.mktemp("mpt")
     seen: list[set[int]] = []
-    import ptv2.train as train_module
+    import ptv2.data as data_module
 
-    original = train_module.collate
+    original = data_module.collate
 
     def spy(features, pad_token_id, **options):  # every batch the loop builds, train and eval
         seen.append({f["task_id"] for f in features})
         return original(features, pad_token_id, **options)
 
-    train_module.collate = spy
+    data_module.collate = spy
     try:
         _run(root, *CUSTOM, "multitask.stage=1", "train.epochs=2", "train.batch_size=4")
     finally:
-        train_module.collate = original
+        data_module.collate = original
     (root / "batches.json").write_text(json.dumps([sorted(s) for s in seen]))
     return root
 

@@ -51,13 +51,27 @@ def test_pretrained_minilm_beats_random_init_on_real_conll03(shared_data: Path, 
 
 
 @pytest.mark.parametrize(
-    ("task", "method", "choice", "lr", "epochs", "batch_size", "max_train"),
-    [("cb", "ft", "hi", 1e-4, 20, 16, None), ("sst2", "pt2", "lo", 5e-3, 2, 32, 10000),
-     ("rte", "pt2", "hi", 2e-2, 5, 32, None)],
+    ("task", "method", "choice", "lr", "epochs", "batch_size", "schedule"),
+    [("cb", "ft", "hi", 1e-4, 20, 16, "linear"), ("sst2", "pt2", "lo", 1e-2, 10, 32, "linear"),
+     ("conll03", "pt2", "hi", 3e-2, 30, 32, "exponential"), ("conll03", "ft", "lo", 3e-5, 10, 32, "exponential")],
 )
-def test_real_minilm_experiment_budget(tiny_cfg, task, method, choice, lr, epochs, batch_size, max_train) -> None:
-    """Per-task budget and per-method learning rates resolve from the one experiment file."""
+def test_real_minilm_experiment_budget(tiny_cfg, task, method, choice, lr, epochs, batch_size, schedule) -> None:
+    """Per-task budget and per-method learning rates resolve from the one experiment file, official defaults kept."""
     cfg = tiny_cfg("+experiment=real_minilm", f"task={task}", f"method={method}", f"lr_choice={choice}")
     assert cfg.model.name == "minilm" and cfg.results.experiment == "real_minilm"
-    assert (cfg.train.lr, cfg.train.epochs, cfg.train.batch_size) == (lr, epochs, batch_size)
-    assert cfg.data.max_train_samples == max_train and cfg.prompt_length == 16
+    assert (cfg.train.lr, cfg.train.epochs, cfg.train.batch_size, cfg.train.schedule) == (lr, epochs, batch_size, schedule)
+    assert cfg.train.warmup_ratio == 0.0 and cfg.train.group_by_length is False and cfg.head_pool == "pooler"
+    assert cfg.data.max_train_samples is None and cfg.prompt_length == 16
+
+
+def test_real_minilm_grid_is_the_fixed_one() -> None:
+    """The grid of issue 18, written before its runs: PT/PT-2 get more configurations than FT."""
+    import sys
+
+    sys.path.insert(0, str(ROOT / "scripts"))
+    from real_evidence import grid_jobs
+
+    jobs = [" ".join(j) for j in grid_jobs(["conll03"])]
+    assert len(jobs) == 2 * 2 + 3 * 2 + 3 * 2 * 2  # FT 2 lrs x 2 seeds, PT 3 P x 2 lrs, PT-2 3 P x 2 lrs x 2 seeds
+    assert jobs[0].endswith("seed=11") and jobs[-1].endswith("seed=22")  # a cut part keeps every first seed
+    assert sum("method=pt2" in j and "prompt_length=128" in j for j in jobs) == 4

@@ -51,7 +51,7 @@ def _metrics(root: Path) -> list[dict]:
 def test_sigterm_then_rerun_resumes_and_matches_uninterrupted_run(tmp_path):
     # Same relative results.root in two folders: identical commands, so identical `overrides` too.
     args = [*TINY, "train.epochs=3", "train.batch_size=4", "results.root=res"]
-    interrupted = _start(args, tmp_path / "a", PTV2_TEST_SIGTERM_AFTER_EPOCH="1")
+    interrupted = _start(["1", *args], tmp_path / "a", module="tests.preempt")
     reference = _start(args, tmp_path / "b")
     code, out, err = _finish(interrupted)
     assert code == checkpoint.EXIT_INTERRUPTED, err

@@ -35,6 +35,9 @@ def test_packed_rows_keep_every_token_and_its_place():
     flat = torch.cat([packed["pack_input_ids"].flatten(), torch.tensor([-1])])
     assert flat[packed["pack_index"]].view(3, 4).tolist() == [[5, 6, 7, -1], [8, 9, -1, -1], [1, 2, 3, 4]]
     assert packed["pack_dense"] is False
+    rounded = packed_rows(batch, 0, 6, rows_multiple=4)  # compiled runs: few distinct row counts
+    assert rounded["pack_input_ids"].shape == (4, 6) and rounded["pack_segments"][2:].eq(-1).all()
+    assert torch.equal(rounded["pack_index"] % 6, packed["pack_index"] % 6)
     assert packed_rows({"input_ids": batch["input_ids"][2:], "attention_mask": batch["attention_mask"][2:]}, 0, 4)["pack_dense"]
 
 
@@ -66,7 +69,7 @@ def test_packed_rows_give_the_padded_batchs_logits_and_loss(overrides):
     pad = backbone.tokenizer.pad_token_id
     plain = collate(features, pad, 8)
     length = max(len(r) for f in features for r in (f["input_ids"] if isinstance(f["input_ids"][0], list) else [f["input_ids"]]))
-    packed = collate(features, pad, 8, pack_length=2 * length)
+    packed = collate(features, pad, 8, pack_length=2 * length, rows_multiple=3)  # an empty row or two as well
     assert len(packed["pack_input_ids"]) < packed["input_ids"].flatten(0, -2).shape[0]  # rows share sequences
     with torch.no_grad():
         a, b = model(plain), model(packed)

@@ -201,7 +201,7 @@ def test_predict_rejects_bad_arguments():
     from ptv2.errors import UserError
     from ptv2.predict import parse_args
 
-    with pytest.raises(UserError, match="run=<run dir> is required"):
+    with pytest.raises(UserError, match="give run=<run dir> or runs="):
         parse_args(["split=test"])
     with pytest.raises(UserError, match="unknown argument"):
         parse_args(["run=x", "splt=test"])
@@ -221,17 +221,20 @@ def test_real_copa_and_wsc_counts(shared_data):
 def test_real_dev_evaluation_pass(shared_data, name):
     """One evaluation pass of a tiny model over the real dev split: encoding, batching and metric all hold."""
     from ptv2.backbone import load_backbone
+    from ptv2.build import encode_split
+    from ptv2.data import Batching, eval_loader
+    from ptv2.inference import predict
     from ptv2.model import build_model
-    from ptv2.train import _loader, encode_split, predict
 
     with initialize_config_dir(str(CONF_DIR), version_base=None):
         cfg = compose("config", [f"task={name}", "model=tiny-roberta", f"data.root={shared_data}"])
     torch.manual_seed(0)
     backbone = load_backbone(cfg.model)
     task = build_task(cfg.task, cfg.data.root, backbone.tokenizer)
-    records, features = encode_split(task, "dev", None)
+    dev = encode_split(task, "dev", None)
+    records, features = dev.records, dev.features
     model = build_model(cfg, backbone, task.num_labels, cfg.task.head)
-    loader = _loader(features, 64, backbone.tokenizer.pad_token_id, False, 0, False, 0)
+    loader = eval_loader(features, 64, Batching(backbone.tokenizer.pad_token_id))
     outputs = predict(model, loader, torch.device("cpu"), None)
     assert len(outputs) == len(records) == len(features)
     score = task.metrics(records, features, outputs)[cfg.task.primary_metric]

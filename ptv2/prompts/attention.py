@@ -6,7 +6,7 @@ to them. ``PromptedModel`` computes every layer's prefix once per forward and ha
 ``ptv2_prefix_kv`` ([layers, 2, rows, heads, P, head_dim]) with ``ptv2_prefix_mask``, the attention mask of
 the prefixed layers ([rows, 1, queries, P + T] boolean, True = attend; or one such mask per layer,
 [layers, rows, 1, queries, P + T], when the prefix slots visible differ by layer). Each prompted
-self-attention module carries its slot in that stack (``ptv2_prefix_slot``, set by ``attach_deep_prompt``);
+self-attention module carries its slot in that stack (``ptv2_prefix_slot``, set by ``DeepPrompt.attach``);
 other layers ignore both and use the model's own ``attention_mask``. Nothing is stored between calls, so
 the same functions serve compiled graphs, gradient checkpointing and mixed batches of several prompts.
 """

@@ -1,7 +1,7 @@
 """Deep prompts for DeBERTa (v1 and v2/v3): a prefix-aware subclass of each disentangled self-attention.
 
 DeBERTa's attention does not go through transformers' ``AttentionInterface`` and ignores key/value
-caches, so ``ptv2.prompts.attention`` cannot reach it. ``attach_deep_prompt`` instead swaps the class
+caches, so ``ptv2.prompts.attention`` cannot reach it. ``DeepPrompt.attach`` instead swaps the class
 of each chosen layer's self-attention module in place (``module.__class__ = ...``: same weights, no
 re-initialisation) to a subclass whose forward accepts the ``prefix_kv`` the hook injects.
 
@@ -134,7 +134,7 @@ class PrefixDebertaV2SelfAttention(v2.DisentangledSelfAttention):
         )
 
 
-# Stock attention class -> prefix-aware subclass; attach_deep_prompt swaps through this table.
+# Stock attention class -> prefix-aware subclass; DeepPrompt.attach swaps through this table.
 PREFIX_ATTENTION: dict[type, type] = {
     v1.DisentangledSelfAttention: PrefixDebertaSelfAttention,
     v2.DisentangledSelfAttention: PrefixDebertaV2SelfAttention,

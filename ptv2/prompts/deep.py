@@ -18,12 +18,14 @@ from collections.abc import Iterator
 import torch
 from torch import nn
 
+from ptv2.errors import UserError
 from ptv2.heads import init_linear
 from ptv2.prompts.attention import PREFIX_SLOT, with_prefix_columns
+from ptv2.prompts.base import Prompt
 from ptv2.prompts.deberta import PREFIX_ATTENTION, adapt_for_prefix
 
 
-class DeepPrompt(nn.Module):
+class DeepPrompt(Prompt):
     """Per-layer prefix k/v for ``layers`` (0-based), reparameterised by an embedding or an MLP.
 
     embedding: one trainable vector per (position, layer, k|v) - the k/v themselves.
@@ -61,7 +63,36 @@ class DeepPrompt(nn.Module):
             init_linear(self.mlp, init_std)
         self.dropout = nn.Dropout(dropout)
         self._slot = {layer: i for i, layer in enumerate(self.layers)}
-        self._step_prefix: torch.Tensor | None = None  # set only inside `one_pass`
+        self._step_prefix: torch.Tensor | None = None  # set only inside `one_pass` (DeBERTa)
+        self.by_hooks = False  # set by attach: DeBERTa's attention takes the prefix from hooks
+
+    kind = "deep"
+
+    @property
+    def packable(self) -> bool:  # type: ignore[override]
+        return not self.by_hooks
+
+    def attach(self, backbone) -> None:
+        """Give each chosen layer's self-attention its slot in the prefix stack; DeBERTa's attention, which
+        takes no extra keyword arguments, gets a prefix-aware subclass and a forward pre-hook instead."""
+        for slot, layer in enumerate(self.layers):
+            module = backbone.self_attention(layer)
+            if type(module) in PREFIX_ATTENTION:
+                self.by_hooks = True
+                adapt_for_prefix(module).register_forward_pre_hook(PrefixInjector(self, layer), with_kwargs=True)
+            else:
+                setattr(module, PREFIX_SLOT, slot)
+
+    def encoder_inputs(self, rows: int, mask: torch.Tensor | None, length: int) -> dict:
+        return {} if self.by_hooks else self.attention_inputs(rows, mask, length)
+
+    def around_encoder(self, rows: int, recomputed: bool = False):
+        """DeBERTa: one prefix computation per forward for its hooks, unless gradient checkpointing
+        recomputes the layers (the hooks then rebuild each layer's prefix inside its layer)."""
+        return self.one_pass(rows) if self.by_hooks and not recomputed else contextlib.nullcontext()
+
+    def artifact(self) -> dict[str, torch.Tensor]:
+        return dict(self.state_dict()) | {"computed_prefix": self.computed_prefix()}
 
     def _all_vectors(self) -> torch.Tensor:
         """[P, layers*2*H]: every layer's prefix in one matmul (or no op for the embedding reparam)."""
@@ -148,8 +179,6 @@ def resolve_depth_range(select: str, num_layers: int, k: int | None = None, laye
     ``layers="17-24"`` (an explicit interval) wins; else ``select`` is ``all``, ``top`` (the k last
     layers, the paper's "descending" [L-k+1, L]) or ``bottom`` (the k first, "ascending" [1, k]).
     """
-    from ptv2.errors import UserError
-
     if layers not in (None, "", "all"):
         try:
             first, last = (int(x) for x in str(layers).split("-"))
@@ -170,19 +199,3 @@ def resolve_depth_range(select: str, num_layers: int, k: int | None = None, laye
 def format_depth_range(layers: list[int]) -> str:
     """The paper's notation for contiguous 0-based layers: [20, 21, 22, 23] -> "21-24"."""
     return f"{layers[0] + 1}-{layers[-1] + 1}" if layers else ""
-
-
-def attach_deep_prompt(backbone, prompt: DeepPrompt) -> list:
-    """Give each chosen layer's self-attention its slot in the prompt's prefix stack; returns hook handles.
-
-    Attention modules without a keyword-argument path (DeBERTa) get a prefix-aware subclass and a hook.
-    """
-    handles = []
-    for slot, layer in enumerate(prompt.layers):
-        module = backbone.self_attention(layer)
-        if type(module) in PREFIX_ATTENTION:
-            hook = PrefixInjector(prompt, layer)
-            handles.append(adapt_for_prefix(module).register_forward_pre_hook(hook, with_kwargs=True))
-        else:
-            setattr(module, PREFIX_SLOT, slot)
-    return handles

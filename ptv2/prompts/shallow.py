@@ -21,8 +21,13 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ptv2.prompts.base import Prompt
 
-class ShallowPrompt(nn.Module):
+
+class ShallowPrompt(Prompt):
+    kind = "shallow"
+    packable = False  # its vectors sit after each sequence's [CLS]: packed rows do not keep that place
+
     def __init__(self, prompt_length: int, hidden_size: int, dropout: float = 0.0, init_std: float = 1.0) -> None:
         super().__init__()
         self.prompt_length = prompt_length
@@ -46,6 +51,10 @@ class ShallowPrompt(nn.Module):
     def stored_parameter_count(self) -> int:
         return self.embedding.numel()
 
+    def attach(self, backbone) -> None:
+        """Insert the vectors into the backbone's embedding output (a forward hook)."""
+        backbone.encoder.embeddings.register_forward_hook(PromptInserter(self))
+
 
 class PromptInserter:
     """Forward hook on the embedding module; a class (not a closure) so deepcopy rebinds it."""
@@ -58,8 +67,3 @@ class PromptInserter:
 
 
 SUPPORTED_ARCHS = ("bert", "roberta")  # absolute-position embeddings module + encoder stack
-
-
-def attach_shallow_prompt(backbone, prompt: ShallowPrompt):
-    """Hook the prompt into the backbone's embedding output; returns the hook handle."""
-    return backbone.encoder.embeddings.register_forward_hook(PromptInserter(prompt))

@@ -152,7 +152,7 @@ def insert_mask_token(feature: dict, mask_token_id: int) -> None:
 def build_task(cfg: DictConfig, data_root: str | Path, tokenizer: PreTrainedTokenizerBase) -> Task:
     """Instantiate the class named by the task YAML's ``class`` (``family_module.ClassName``)."""
     module_name, _, class_name = cfg["class"].rpartition(".")
-    if not module_name.startswith("ptv2."):  # short form: a family module of ptv2/tasks/
+    if "." not in module_name:  # short form: a family module of ptv2/tasks/ (else a full module path)
         module_name = f"ptv2.tasks.{module_name}"
     task_cls = getattr(importlib.import_module(module_name), class_name)
     return task_cls(cfg, data_root, tokenizer)

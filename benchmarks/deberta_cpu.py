@@ -2,7 +2,7 @@
 
 Same shapes for all: batch 16 x 128 tokens (a quarter of it padding), prompt length 16 in all 4 layers,
 frozen backbone, cls head. Models are timed round-robin and the median step is reported, so a busy
-machine slows all of them alike. Usage: python scripts/bench_deberta_cpu.py [--rounds 10] [--threads 1]
+machine slows all of them alike. Usage: python -m benchmarks.deberta_cpu [--rounds 10] [--threads 1]
 """
 
 from __future__ import annotations

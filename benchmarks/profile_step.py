@@ -1,9 +1,8 @@
-#!/usr/bin/env python
 """Where one P-Tuning v2 training step's time goes: host (Python + kernel launches) vs GPU, and which
-calls make the host wait for the GPU. Same model and step as ptv2-train (scripts/bench_train.py builds it).
+calls make the host wait for the GPU. The model and step of ptv2-train (benchmarks.contenders builds them).
 
-    python scripts/profile_step.py --batch-sizes 32 64 --length 256      # GPU, roberta-large shape
-    python scripts/profile_step.py --quick                              # CPU smoke run, tiny shape
+    python -m benchmarks.profile_step --batch-sizes 32 64 --length 256      # GPU, roberta-large shape
+    python -m benchmarks.profile_step --quick                              # CPU smoke run, tiny shape
 
 Prints per batch size: ms/step with a sync after every step, ms/step when steps are queued back to back
 (the host may run ahead), the host's own time per step, and every synchronizing call site seen.
@@ -12,7 +11,6 @@ Prints per batch size: ms/step with a sync after every step, ms/step when steps 
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 import warnings
 from collections import Counter
@@ -20,32 +18,32 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import bench_train  # noqa: E402 - a sibling script: the same model builder and batches as the benchmark
+from benchmarks.contenders import build_ptv2
+from benchmarks.workload import QUICK_SIZES, SHAPES, make_batches, synchronize
 
 
 def profile(batch_size: int, length: int, args, device: torch.device) -> None:
-    shape = bench_train.SHAPES[args.shape] | (bench_train.QUICK_SIZES if args.quick else {})
-    runner, _ = bench_train.build_ptv2(shape, args.prompt_length, device, compile_model=args.compile)
+    shape = SHAPES[args.shape] | (QUICK_SIZES if args.quick else {})
+    runner = build_ptv2(shape, args.prompt_length, device, extra=tuple(args.override))
     settings = {args.lengths: (length, args.lengths)}
-    data = bench_train.make_batches(0, batch_size, args.steps + 5, settings, shape["vocab"])[args.lengths]
+    data = make_batches(0, batch_size, args.steps + 5, settings, shape["vocab"])[args.lengths]
     batches = [runner.prepare(b, length) for b in data["batches"]]
     for batch in batches[:5]:  # warm-up: allocator, kernels, compilation
         runner.step(batch)
-    bench_train._sync(device)
+    synchronize(device)
 
     synced = []
     for batch in batches[5:]:
         start = time.perf_counter()
         runner.step(batch)
-        bench_train._sync(device)
+        synchronize(device)
         synced.append(time.perf_counter() - start)
     start, host = time.perf_counter(), []
     for batch in batches[5:]:
         step_start = time.perf_counter()
         runner.step(batch)
         host.append(time.perf_counter() - step_start)
-    bench_train._sync(device)
+    synchronize(device)
     queued = (time.perf_counter() - start) / len(batches[5:])
 
     sites: Counter[str] = Counter()
@@ -69,7 +67,7 @@ def profile(batch_size: int, length: int, args, device: torch.device) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--shape", default="roberta-large", choices=sorted(bench_train.SHAPES))
+    parser.add_argument("--shape", default="roberta-large", choices=sorted(SHAPES))
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[32, 64])
     parser.add_argument("--length", type=int, default=256)
     parser.add_argument(
@@ -77,7 +75,7 @@ def main() -> None:
     )
     parser.add_argument("--prompt-length", type=int, default=16)
     parser.add_argument("--steps", type=int, default=20)
-    parser.add_argument("--compile", action="store_true", help="torch.compile the model (train.compile=true)")
+    parser.add_argument("--override", nargs="*", default=[], help="ptv2-train overrides, e.g. train.compile=false")
     parser.add_argument("--quick", action="store_true", help="tiny sizes (CPU smoke run)")
     args = parser.parse_args()
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")

@@ -1,0 +1,1 @@
+"""Benchmarks: training speed and memory (train_speed), mixed-prompt prediction (mixed); docs/performance.md."""
