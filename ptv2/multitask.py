@@ -279,7 +279,7 @@ def _compose(overrides: list[str]) -> DictConfig:
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
 
-    from ptv2.cli import CONF_DIR
+    from ptv2.config import CONF_DIR
 
     if GlobalHydra.instance().is_initialized():
         return compose(config_name="config", overrides=overrides)
@@ -315,7 +315,7 @@ def stage1_config(cfg: DictConfig, overrides: list[str]) -> DictConfig:
     names, user = family_tasks(cfg), _user_overrides(overrides)
     per_task = {}
     for name in names:
-        from ptv2.cli import CONF_DIR
+        from ptv2.config import CONF_DIR
 
         if not (CONF_DIR / "task" / f"{name}.yaml").is_file():
             raise UserError(f"multitask.tasks: unknown task {name!r} (no conf/task/{name}.yaml)")
@@ -356,7 +356,6 @@ def stage2_config(name: str, stage1_dir: Path, overrides: list[str]) -> DictConf
 
 def run_family(cfg: DictConfig, overrides: list[str] | None = None) -> dict:
     """``ptv2-train multitask=<family>``: stage 1 (shared prompt) then stage 2 for each dataset."""
-    from ptv2.cli import _record_failure
     from ptv2.results import read_metrics, run_dir
     from ptv2.train import run
 
@@ -366,12 +365,7 @@ def run_family(cfg: DictConfig, overrides: list[str] | None = None) -> dict:
         raise UserError(f"multitask.stage={stage}: use both, 1 or 2")
 
     def attempt(stage_cfg: DictConfig) -> dict:
-        try:
-            record = run(stage_cfg, overrides=overrides)
-        except Exception as error:
-            if run_dir(stage_cfg).exists():
-                _record_failure(stage_cfg, error)
-            raise
+        record = run(stage_cfg, overrides=overrides)  # records its own failure in its run dir
         print(f"metrics: {run_dir(stage_cfg) / 'metrics.json'}")
         return record
 

@@ -24,14 +24,24 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 import ptv2
-from ptv2 import checkpoint, distributed
+from ptv2 import checkpoint, distributed, lock
 from ptv2.backbone import count_parameters, load_backbone
 from ptv2.data import LengthGroupedSampler, RandomBatches, collate, feature_length
+from ptv2.divergence import LossWatch
 from ptv2.errors import UserError
 from ptv2.model import PromptedModel, build_model
 from ptv2.multitask import TaskBatches, in_order_batches, init_prompt_from
 from ptv2.prompts.deep import DeepPrompt, format_depth_range
-from ptv2.results import SCHEMA_VERSION, read_metrics, run_dir, write_atomic, write_curves, write_json
+from ptv2.results import (
+    SCHEMA_VERSION,
+    read_metrics,
+    record_failure,
+    run_dir,
+    run_identity,
+    write_atomic,
+    write_curves,
+    write_json,
+)
 from ptv2.tasks.base import Task, build_task
 
 
@@ -166,13 +176,38 @@ def _write_predictions(path: Path, task: Task, records: list[dict], features: li
     write_json(path, predictions)
 
 
-def run(cfg: DictConfig, overrides: list[str] | None = None) -> dict:
-    """Train and evaluate one configuration; returns the metrics.json content."""
-    out = run_dir(cfg)
+def _finished(out: Path, cfg: DictConfig) -> dict | None:
+    """The run's metrics when it is done already and results.force is not set."""
     previous = read_metrics(out)
     if previous and previous.get("status") == "done" and not cfg.results.force:
         print(f"already done (results.force=true to redo): {out / 'metrics.json'}")
         return previous
+    return None
+
+
+def run(cfg: DictConfig, overrides: list[str] | None = None) -> dict:
+    """Train and evaluate one configuration unless it is done; returns the metrics.json content.
+
+    One process owns the run folder while it trains (ptv2/lock.py; under torchrun, rank 0); a failure is
+    recorded in it as it happens.
+    """
+    out = run_dir(cfg)
+    if (done := _finished(out, cfg)) is not None:
+        return done
+    owner = distributed.launched_rank() == 0
+    with lock.hold(out, wait=bool(cfg.results.get("wait")), enabled=owner):
+        if (done := _finished(out, cfg)) is not None:  # it finished while this process waited for it
+            return done
+        try:
+            return train_and_evaluate(cfg, out, overrides)
+        except Exception as error:
+            if owner:
+                record_failure(out, error)
+            raise
+
+
+def train_and_evaluate(cfg: DictConfig, out: Path, overrides: list[str] | None = None) -> dict:
+    """The loop: train cfg into the run folder ``out`` (resuming its checkpoint), evaluating every epoch."""
     started = time.time()
     gc.unfreeze()  # a job that failed earlier in this process (sweeps) left its objects frozen
     seed_everything(cfg.seed)
@@ -256,6 +291,7 @@ def run(cfg: DictConfig, overrides: list[str] | None = None) -> dict:
         "overrides": list(overrides or []),
         "versions": {"ptv2": ptv2.__version__, "torch": torch.__version__, "transformers": transformers.__version__},
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "identity": run_identity(cfg),
     }
     if ranks.main:
         write_atomic(out / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
@@ -274,6 +310,7 @@ def run(cfg: DictConfig, overrides: list[str] | None = None) -> dict:
     # The encoded dataset and the model live as long as the run: keep them out of the collector's full passes
     # (hundreds of ms each over a large dataset's feature lists, stalling every rank that waits on this one).
     gc.freeze()
+    loss_watch = LossWatch(cfg.train.lr)
 
     def settle_last_step(epoch: int, epoch_start: float, progress: tqdm) -> None:
         """Book the last queued step (read one step late, see StepTotals); save and exit if asked to stop."""
@@ -281,8 +318,7 @@ def run(cfg: DictConfig, overrides: list[str] | None = None) -> dict:
         if (settled := totals.settle()) is None:
             return
         step_loss, tokens, stop = settled
-        if not math.isfinite(step_loss):
-            raise UserError(f"loss became {step_loss} at epoch {epoch} step {steps}: lower train.lr={cfg.train.lr}")
+        loss_watch.check(step_loss, epoch, steps)  # NaN, inf or a finite explosion: the run fails
         loss_sum, train_tokens = loss_sum + step_loss, train_tokens + tokens
         progress.set_postfix(loss=f"{loss_sum / steps:.4f}")
         if stop:  # SIGTERM/SIGUSR1/SIGUSR2: save after this step and exit (re-run resumes here)
