@@ -15,10 +15,14 @@ import sys
 from pathlib import Path
 
 import torch
+import yaml
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+from safetensors import SafetensorError
 from safetensors.torch import load_file
 
 from ptv2.backbone import load_backbone
+from ptv2.config import device_problem
 from ptv2.errors import UserError
 from ptv2.model import PromptedModel, build_model
 from ptv2.results import write_atomic
@@ -55,11 +59,14 @@ def load_prompt_head(model: PromptedModel, path: Path) -> None:
     unknown = [k for k in tensors if not k.startswith(("head.", "prompt."))]
     if unknown:
         raise UserError(f"{path}: unexpected tensors {unknown[:3]}: not a ptv2 prompt_head file")
-    model.head.load_state_dict(head, strict=True)
-    if model.prompt is not None:
-        model.prompt.load_state_dict(prompt, strict=True)
-    elif prompt:
+    if model.prompt is None and prompt:
         raise UserError(f"{path} holds prompt tensors but the run's config has no prompt (method mismatch)")
+    try:
+        model.head.load_state_dict(head, strict=True)
+        if model.prompt is not None:
+            model.prompt.load_state_dict(prompt, strict=True)
+    except RuntimeError as error:  # names or shapes of another run's model
+        raise UserError(f"{path} does not fit the model of the run's config.yaml: {str(error).splitlines()[0]}") from None
 
 
 def load_run(run: Path, data_root: str | None = None, device: str = "auto") -> tuple[DictConfig, Task, PromptedModel]:
@@ -68,9 +75,16 @@ def load_run(run: Path, data_root: str | None = None, device: str = "auto") -> t
     for path in (config_path, weights):
         if not path.is_file():
             raise UserError(f"missing {path}: run=... must be a run directory written by ptv2-train")
-    cfg = OmegaConf.load(config_path)
+    try:
+        cfg = OmegaConf.load(config_path)
+    except (yaml.YAMLError, OmegaConfBaseException, UnicodeDecodeError) as error:
+        raise UserError(f"{config_path} is not a readable config: {str(error).splitlines()[0]}") from None
+    if not isinstance(cfg, DictConfig) or not {"model", "task", "method", "train"} <= set(cfg):
+        raise UserError(f"{config_path} is not a ptv2 run config (no model/task/method/train): run=... must be a run directory")
     if data_root:
         cfg.data.root = data_root
+    if problem := device_problem(device):
+        raise UserError(f"device={device} {problem}")
     cfg.train.device = device
     if not cfg.method.freeze_backbone:
         raise UserError(
@@ -115,8 +129,11 @@ def main(argv: list[str] | None = None) -> None:
             options["data.root"],
             options["device"],
         )
-    except UserError as error:
-        print(f"ptv2-predict: error: {error}", file=sys.stderr)
+    except (UserError, OmegaConfBaseException, SafetensorError) as error:  # a run's files that do not fit
+        print(f"ptv2-predict: error: {str(error).splitlines()[0]}", file=sys.stderr)
+        sys.exit(2)
+    except OSError as error:  # an unreadable run dir, an out= folder that cannot be written
+        print(f"ptv2-predict: error: {error.strerror or error}: {error.filename}", file=sys.stderr)
         sys.exit(2)
     if metrics is not None:
         print(f"{options['split']} metrics: {json.dumps(metrics)}")
