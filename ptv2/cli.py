@@ -1,7 +1,7 @@
 """`ptv2-train`: the Hydra app. Composes conf/, validates it, runs one training (or one job of a -m sweep).
 
 Whatever a user can fix prints one line and exits 2: Hydra's own override and parse errors, a config that
-does not fit the schema (ptv2/config.py), missing data or weights, a results folder that cannot be written,
+does not fit the schema (ptv2/schema.py), missing data or weights, a results folder that cannot be written,
 a run folder another process is training (ptv2/lock.py). In a sweep a failing job is recorded as failed in
 its run directory and the sweep goes on; with any launcher the command exits 1 at the end if a job failed
 (ptv2/sweep.py).
@@ -24,7 +24,8 @@ from omegaconf import DictConfig
 from omegaconf.errors import OmegaConfBaseException
 
 from ptv2 import sweep
-from ptv2.config import CONF_DIR, omegaconf_message, unknown_key_message, validate
+from ptv2.config import CONF_DIR
+from ptv2.schema import omegaconf_message, unknown_key_message, validate
 from ptv2.errors import UserError
 from ptv2.lock import RunLocked, describe
 

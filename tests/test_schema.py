@@ -9,7 +9,8 @@ import pytest
 import torch
 from conftest import FIXTURE_DATA, run_cli
 
-from ptv2.config import CONF_DIR, validate
+from ptv2.config import CONF_DIR
+from ptv2.schema import validate
 
 
 @pytest.mark.parametrize(
