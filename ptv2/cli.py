@@ -25,9 +25,9 @@ from omegaconf.errors import OmegaConfBaseException
 
 from ptv2 import sweep
 from ptv2.config import CONF_DIR
-from ptv2.schema import omegaconf_message, unknown_key_message, validate
 from ptv2.errors import UserError
 from ptv2.lock import RunLocked, describe
+from ptv2.schema import omegaconf_message, unknown_key_message, validate
 
 __all__ = ["CONF_DIR", "main"]
 

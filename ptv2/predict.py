@@ -22,10 +22,10 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file
 
 from ptv2.backbone import load_backbone
-from ptv2.schema import device_problem
 from ptv2.errors import UserError
 from ptv2.model import PromptedModel, build_model
 from ptv2.results import write_atomic
+from ptv2.schema import device_problem
 from ptv2.tasks.base import Task, build_task
 from ptv2.train import _device, _loader, encode_split, predict, seed_everything
 

@@ -15,7 +15,6 @@ import difflib
 import math
 import re
 from collections.abc import Callable
-from pathlib import Path
 from typing import Annotated, Any, get_args
 
 from omegaconf import DictConfig, OmegaConf
@@ -33,7 +32,6 @@ from pydantic import (
 
 from ptv2.errors import UserError
 from ptv2.heads import HEADS
-from ptv2.config import CONF_DIR
 from ptv2.prompts.attention import ATTENTION_IMPLEMENTATIONS
 from ptv2.prompts.deep import parse_layer_range
 from ptv2.tiny import TINY_KINDS
