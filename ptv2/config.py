@@ -4,7 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import yaml
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from ptv2.errors import UserError
 
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
 
@@ -36,8 +40,14 @@ def compose_config(overrides: list[str]) -> DictConfig:
 
 
 def load_run_config(path: Path) -> DictConfig:
-    """A run's saved config.yaml, keys it predates filled with what they meant then (LEGACY_DEFAULTS)."""
-    cfg = OmegaConf.load(path)
+    """A run's saved config.yaml, keys it predates filled with what they meant then (LEGACY_DEFAULTS); one
+    UserError line for a file that is not a ptv2 run config."""
+    try:
+        cfg = OmegaConf.load(path)
+    except (yaml.YAMLError, OmegaConfBaseException, UnicodeDecodeError) as error:
+        raise UserError(f"{path} is not a readable config: {str(error).splitlines()[0]}") from None
+    if not isinstance(cfg, DictConfig) or not {"model", "task", "method", "train"} <= set(cfg):
+        raise UserError(f"{path} is not a ptv2 run config (no model/task/method/train): run=... must be a run directory")
     for dotted, value in LEGACY_DEFAULTS.items():
         parent, _, leaf = dotted.rpartition(".")
         node = OmegaConf.select(cfg, parent) if parent else cfg

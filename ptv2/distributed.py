@@ -119,6 +119,11 @@ class StepTotals:
         return loss, int(tokens), stop > 0
 
 
+def launched_rank() -> int:
+    """This process's rank as torchrun set it (0 without torchrun), known before the process group starts."""
+    return int(os.environ.get("RANK", "0"))
+
+
 def setup() -> Ranks:
     """Join the process group torchrun describes in the environment; one process without it."""
     world = int(os.environ.get("WORLD_SIZE", "1"))

@@ -12,7 +12,7 @@ from omegaconf import DictConfig, OmegaConf
 from ptv2.config import CONF_DIR, compose_config
 from ptv2.errors import UserError
 from ptv2.multitask import PRIMARY, export_prompt
-from ptv2.results import read_metrics, record_failure, run_dir
+from ptv2.results import read_metrics, run_dir
 from ptv2.train import run
 
 
@@ -124,12 +124,7 @@ def run_family(cfg: DictConfig, overrides: list[str] | None = None) -> dict:
         raise UserError(f"multitask.stage={stage}: use both, 1 or 2")
 
     def attempt(stage_cfg: DictConfig) -> dict:
-        try:
-            record = run(stage_cfg, overrides=overrides)
-        except Exception as error:
-            if run_dir(stage_cfg).exists():
-                record_failure(stage_cfg, error)
-            raise
+        record = run(stage_cfg, overrides=overrides)  # records its own failure in its run dir
         print(f"metrics: {run_dir(stage_cfg) / 'metrics.json'}")
         return record
 

@@ -20,6 +20,8 @@ import sys
 from pathlib import Path
 
 from omegaconf import DictConfig
+from omegaconf.errors import OmegaConfBaseException
+from safetensors import SafetensorError
 from safetensors.torch import load_file
 
 from ptv2.build import Built, autocast_dtype, build, resolve_device, seed_everything
@@ -27,6 +29,7 @@ from ptv2.config import load_run_config
 from ptv2.data import Batching, eval_loader
 from ptv2.errors import UserError
 from ptv2.inference import predict, write_submission
+from ptv2.schema import device_problem
 
 USAGE = ("ptv2-predict run=<run dir> | runs=[<run dir>,...] [split=test] [out=<folder>] [data.root=<folder>] "
          "[device=auto] [batch_size=128]")
@@ -67,6 +70,8 @@ def load_run(run: Path, split: str, data_root: str | None = None, device: str = 
     cfg = load_run_config(config_path)
     if data_root:
         cfg.data.root = data_root
+    if problem := device_problem(device):
+        raise UserError(f"device={device} {problem}")
     cfg.train.device = device
     cfg.prompt.init_from = None  # the trained prompt comes from prompt_head.safetensors, not from stage 1
     if not cfg.method.freeze_backbone:
@@ -122,8 +127,11 @@ def main(argv: list[str] | None = None) -> None:
     try:
         options = parse_args(sys.argv[1:] if argv is None else argv)
         (_predict_mixed if options["runs"] else _predict_one)(options)
-    except UserError as error:
-        print(f"ptv2-predict: error: {error}", file=sys.stderr)
+    except (UserError, OmegaConfBaseException, SafetensorError) as error:  # a run's files that do not fit
+        print(f"ptv2-predict: error: {str(error).splitlines()[0]}", file=sys.stderr)
+        sys.exit(2)
+    except OSError as error:  # an unreadable run dir, an out= folder that cannot be written
+        print(f"ptv2-predict: error: {error.strerror or error}: {error.filename}", file=sys.stderr)
         sys.exit(2)
 
 

@@ -52,13 +52,14 @@ class RunRecord:
         "ptv2": ptv2.__version__, "torch": torch.__version__, "transformers": transformers.__version__
     })
     created: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds"))
+    identity: dict = field(default_factory=dict)  # the run key and what it covers (ptv2.results.run_identity)
 
     # metrics.json's key order (the dataclass's field order puts the defaults last)
     ORDER = (
         "schema_version", "status", "error", "task", "family", "model", "method", "head", "prompt_length",
         "reparam", "depth_range", "num_layers", "seed", "experiment", "stage1_run", "primary_metric",
         "report_split", "splits", "best_epoch", "best", "majority_baseline", "epochs", "params", "timing",
-        "hparams", "overrides", "versions", "created",
+        "hparams", "overrides", "versions", "created", "identity",
     )
 
     @classmethod

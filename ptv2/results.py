@@ -1,4 +1,4 @@
-"""Run directories and atomic result files (schema: docs/metrics.md)."""
+"""Run directories, run identity and atomic result files (schema: docs/metrics.md)."""
 
 from __future__ import annotations
 
@@ -7,25 +7,32 @@ import hashlib
 import io
 import json
 import math
-import os
-import tempfile
+from contextlib import suppress
 from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-# 2: SRL `f1` is seqeval over all labels (verb span included, the official score; `f1_args` = arguments only);
+from ptv2.atomic import write_atomic
+from ptv2.identity import fingerprints, weights_source
+
+# 2: the run key and metrics.json's `identity` cover the data and weights by content (ptv2/identity.py);
+#    SRL `f1` is seqeval over all labels (verb span included, the official score; `f1_args` = arguments only);
 #    cls/choice heads read the pooler; prompt and head inits, random batches and the WiC template follow the
 #    official code by default. Version-1 results are never read as version 2 (tables, ptv2-status).
 SCHEMA_VERSION = 2
-# Keys that do not change what a run computes: where things live, how many workers load data, whether
-# to redo a finished run. Everything else is part of the run's identity.
+# Keys that do not change what a run computes: where things live (data and weights count by their content,
+# ptv2/identity.py), how many workers load data, whether to redo a finished run. Everything else is part of
+# the run's identity.
 _NOT_IDENTITY = (
     "results", "data.root", "model.path", "train.num_workers", "train.progress", "train.gpu_per_job", "train.compile",
-    "train.compile_mode", "train.compile_min_steps", "train.pad_to_multiple_of", "hydra",
+    "train.compile_mode", "train.compile_min_steps", "train.pad_to_multiple_of", "train.logger", "hydra",
 )
 # Keys added after runs existed: left out of the identity while null, so older runs keep their keys.
 _IDENTITY_IF_SET = ("prompt.init_from",)
+# How much of the data a run reads (MPT-2 stage 1 keeps its caps in task.*): runs that differ here never share
+# a table cell.
+SAMPLE_LIMITS = ("max_train_samples", "max_eval_samples")
 
 
 def _identity(cfg: DictConfig) -> dict:
@@ -48,14 +55,48 @@ def _identity(cfg: DictConfig) -> dict:
 
 
 def run_key(cfg: DictConfig) -> str:
-    """Short stable hash of everything that determines a run's result (seed included)."""
-    blob = json.dumps(_identity(cfg), sort_keys=True, default=str)
+    """Short stable hash of everything that determines a run's result: its config (seed included), the
+    content of the data files it reads and of the weights it starts from. MissingInput when either is absent."""
+    blob = json.dumps({"config": _identity(cfg), **fingerprints(cfg)}, sort_keys=True, default=str)
     return f"s{cfg.seed}-{hashlib.sha1(blob.encode()).hexdigest()[:10]}"
 
 
-def run_dir(cfg: DictConfig) -> Path:
+def run_parent(cfg: DictConfig) -> Path:
+    """The run's folder up to its key (known without the data and weights)."""
     group = cfg.results.get("experiment") or "runs"
-    return Path(cfg.results.root) / group / cfg.task.name / cfg.model.name / cfg.method.name / run_key(cfg)
+    return Path(cfg.results.root) / group / cfg.task.name / cfg.model.name / cfg.method.name
+
+
+def run_dir(cfg: DictConfig) -> Path:
+    return run_parent(cfg) / run_key(cfg)
+
+
+def _flatten(node: dict, prefix: str = "") -> dict[str, Any]:
+    """{"a": {"b": 1}} -> {"a.b": 1}; an empty mapping stays a leaf."""
+    flat: dict[str, Any] = {}
+    for key, value in node.items():
+        if isinstance(value, dict) and value:
+            flat |= _flatten(value, f"{prefix}{key}.")
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def run_identity(cfg: DictConfig) -> dict:
+    """metrics.json's `identity`: the run key and what it covers (docs/metrics.md). `config` holds every
+    identity key but the seed and the sample limits, flattened, so tables tell configurations apart."""
+    prints, source = fingerprints(cfg), weights_source(cfg.model)
+    config = _flatten(_identity(cfg))
+    samples = {k: cfg.data.get(k) or cfg.task.get(k) for k in SAMPLE_LIMITS}
+    for key in ("seed", *(f"{node}.{k}" for node in ("data", "task") for k in SAMPLE_LIMITS)):
+        config.pop(key, None)
+    return {
+        "key": run_key(cfg),
+        "config": config,
+        "samples": samples,
+        "data": {"root": str(Path(cfg.data.root).expanduser().resolve()), "splits": prints["data"]},
+        "weights": {"source": str(source) if source else "random init from model.tiny and seed", **prints["weights"]},
+    }
 
 
 def _json_safe(value: Any) -> Any:
@@ -69,29 +110,34 @@ def _json_safe(value: Any) -> Any:
     return value
 
 
-def write_atomic(path: Path, data: str | bytes) -> None:
-    """Write to a temporary file in the same folder, then rename: readers never see half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data.encode() if isinstance(data, str) else data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def write_json(path: Path, obj: Any) -> None:
     write_atomic(path, json.dumps(_json_safe(obj), indent=2, sort_keys=False) + "\n")
 
 
 def read_metrics(directory: Path) -> dict | None:
+    """A run's metrics.json; None when it is missing or not a JSON object (a corrupt file)."""
     path = directory / "metrics.json"
     try:
-        return json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError):
+        metrics = json.loads(path.read_text())
+    except (OSError, ValueError):
         return None
+    return metrics if isinstance(metrics, dict) else None
+
+
+def error_line(error: BaseException) -> str:
+    """`Type: first line of the message`: how a failure is recorded and shown."""
+    message = str(error).splitlines()[0] if str(error).strip() else ""
+    return f"{type(error).__name__}: {message}" if message else type(error).__name__
+
+
+def record_failure(directory: Path, error: BaseException) -> None:
+    """Mark a run failed, keeping the epochs it finished. A done run is never touched; a results folder
+    that cannot be written (often the failure itself) is left as it is."""
+    previous = read_metrics(directory) or {}
+    if previous.get("status") == "done":
+        return
+    with suppress(OSError):
+        write_json(directory / "metrics.json", previous | {"status": "failed", "error": error_line(error)})
 
 
 def write_curves(path: Path, epochs: list[dict]) -> None:
@@ -104,18 +150,3 @@ def write_curves(path: Path, epochs: list[dict]) -> None:
         values = {f"{split}/{name}": v for split, m in e["metrics"].items() for name, v in m.items()}
         writer.writerow([e["epoch"], e["train_loss"], e["lr"], *(values.get(c, "") for c in columns)])
     write_atomic(path, buffer.getvalue())
-
-
-def record_failure(cfg: DictConfig, error: BaseException) -> None:
-    """Mark the run failed in its run directory, keeping any epochs it finished; never touch a done run."""
-    if os.environ.get("RANK", "0") != "0":  # torchrun: rank 0 owns the run directory
-        return
-    try:
-        directory = run_dir(cfg)
-    except Exception:  # the config itself is broken: nothing to name a directory after
-        return
-    previous = read_metrics(directory) or {}
-    if previous.get("status") == "done":
-        return
-    message = str(error).splitlines()[0] if str(error) else type(error).__name__
-    write_json(directory / "metrics.json", previous | {"status": "failed", "error": f"{type(error).__name__}: {message}"})

@@ -21,25 +21,54 @@ from omegaconf import DictConfig
 from safetensors.torch import save as safetensors_bytes
 from tqdm.auto import tqdm
 
-from ptv2 import checkpoint, distributed
+from ptv2 import checkpoint, distributed, lock
 from ptv2.backbone import count_parameters
 from ptv2.build import Built, autocast_dtype, build, resolve_device, seed_everything
 from ptv2.data import Batching, eval_loader, train_loader
+from ptv2.divergence import LossWatch
 from ptv2.errors import UserError
 from ptv2.inference import predict, to_device
 from ptv2.record import RunRecord
-from ptv2.results import read_metrics, run_dir, write_atomic, write_curves, write_json
+from ptv2.results import (
+    read_metrics,
+    record_failure,
+    run_dir,
+    run_identity,
+    write_atomic,
+    write_curves,
+    write_json,
+)
 from ptv2.speed import ROWS_MULTIPLE, ModelRunner, pack_length, use_packing
 
 
 def run(cfg: DictConfig, overrides: list[str] | None = None) -> dict:
-    """Train and evaluate one configuration; returns the metrics.json content."""
+    """Train and evaluate one configuration unless it is done; returns the metrics.json content.
+
+    One process owns the run folder while it trains (ptv2/lock.py; under torchrun, rank 0); a failure is
+    recorded in it as it happens.
+    """
     out = run_dir(cfg)
+    if (done := _finished(out, cfg)) is not None:
+        return done
+    owner = distributed.launched_rank() == 0
+    with lock.hold(out, wait=bool(cfg.results.get("wait")), enabled=owner):
+        if (done := _finished(out, cfg)) is not None:  # it finished while this process waited for it
+            return done
+        try:
+            return Trainer(cfg, out, list(overrides or [])).fit().to_json()
+        except Exception as error:
+            if owner:
+                record_failure(out, error)
+            raise
+
+
+def _finished(out: Path, cfg: DictConfig) -> dict | None:
+    """The run's metrics when it is done already and results.force is not set."""
     previous = read_metrics(out)
     if previous and previous.get("status") == "done" and not cfg.results.force:
         print(f"already done (results.force=true to redo): {out / 'metrics.json'}")
         return previous
-    return Trainer(cfg, out, list(overrides or [])).fit().to_json()
+    return None
 
 
 @dataclass
@@ -76,6 +105,7 @@ class Trainer:
         self.optimizer, self.scheduler = self.optimization.optimizer, self.optimization.scheduler
         self.record = RunRecord.start(cfg, self.model, self.built.head, self.built.backbone.num_layers,
                                       self.built.stage1_run, self._majority(), parameter_counts(cfg, self.built), overrides)
+        self.record.identity = run_identity(cfg)
         if self.ranks.main:
             write_atomic(out / "config.yaml", _config_yaml(cfg))
         self.state = LoopState()
@@ -83,6 +113,7 @@ class Trainer:
         self.totals = distributed.StepTotals(self.ranks, self.device)
         self.first_step_s: float | None = None
         self.first_eval_s: float | None = None
+        self.loss_watch = LossWatch(cfg.train.lr)  # NaN, inf or a finite explosion: the run fails
 
     def _make_loaders(self) -> None:
         cfg, splits = self.cfg, self.built.splits
@@ -177,8 +208,7 @@ class Trainer:
         if (settled := self.totals.settle()) is None:
             return
         loss, tokens, stop = settled
-        if not math.isfinite(loss):
-            raise UserError(f"loss became {loss} at epoch {epoch} step {self.state.step}: lower train.lr={self.cfg.train.lr}")
+        self.loss_watch.check(loss, epoch, self.state.step)
         self.state.loss_sum += loss
         self.state.train_tokens += tokens
         batches.set_postfix(loss=f"{self.state.loss_sum / self.state.step:.4f}")

@@ -17,12 +17,20 @@ def write_run(root: Path, task: str, model: str, method: str, seed: int, best: d
               status: str = "done", head: str = "cls", prompt_length: int | None = 16, reparam: str | None = "mlp",
               depth_range: str = "1-24", num_layers: int = 24, lr: float = 0.005, report_split: str = "dev",
               primary_metric: str = "accuracy", family: str = "superglue", majority: dict | None = None,
-              train_s: float = 100.0, trainable_pct: float = 0.3) -> Path:
-    key = f"{head}-{prompt_length}-{reparam}-{depth_range}-{lr}-{seed}"
+              train_s: float = 100.0, trainable_pct: float = 0.3, max_train_samples: int | None = None,
+              train_sha: str = "a" * 64, schema_version: int = SCHEMA_VERSION) -> Path:
+    key = f"{head}-{prompt_length}-{reparam}-{depth_range}-{lr}-{seed}-{max_train_samples}-{train_sha[:4]}"
     run_dir = root / "runs" / task / model / method / key
     run_dir.mkdir(parents=True)
+    identity = {  # as results.run_identity writes it: the config without seed and sample limits, data by content
+        "key": key, "config": {"prompt_length": prompt_length, "reparam.type": reparam, "train.lr": lr,
+                               "depth_range.layers": depth_range, "head": head},
+        "samples": {"max_train_samples": max_train_samples, "max_eval_samples": None},
+        "data": {"root": "/data", "splits": {"train": {"file": "t/train.jsonl", "bytes": 10, "sha256": train_sha}}},
+        "weights": {"source": "/models/x", "files": {"config.json": {"bytes": 1, "sha256": "c" * 64}}},
+    }
     metrics = {
-        "schema_version": SCHEMA_VERSION, "status": status, "error": None if status == "done" else "boom", "task": task,
+        "schema_version": schema_version, "identity": identity, "status": status, "error": None if status == "done" else "boom", "task": task,
         "family": family, "model": model, "method": method, "head": head,
         "prompt_length": None if method == "ft" else prompt_length, "reparam": None if method == "ft" else reparam,
         "depth_range": depth_range if method in ("pt2", "mpt2") else "", "num_layers": num_layers, "seed": seed,
@@ -116,7 +124,7 @@ def test_table2_cells_best_config_and_dash(results: Path, tmp_path: Path) -> Non
     assert md_row(md, "RTE", "bert-large") == [
         "71.0 (n=1); paper 70.4; Δ +0.6", "—; paper 53.5", "72.0 ± 2.0 (n=3); paper 78.3; Δ -6.3"]
     assert md_row(md, "BoolQ", "bert-large") == ["—; paper 77.7", "—; paper 67.2", "—; paper 75.8"]
-    assert "best of 2 configs by mean dev accuracy: lr=0.005" in md
+    assert "best of 2 configs by mean dev accuracy: train.lr=0.005" in md
     csv = pd.read_csv(out / "table2.csv")
     assert list(csv.columns) == tables.TIDY_COLUMNS
     cell = csv[(csv.backbone == "bert-large") & (csv.task == "rte") & (csv.method == "pt2")].iloc[0]

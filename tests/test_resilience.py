@@ -1,4 +1,4 @@
-"""Faults and scale: resume after SIGTERM, failed sweep jobs recorded, 2-rank data parallel, ptv2-status."""
+"""Faults and scale: resume after SIGTERM, failed sweep jobs recorded (exit 1), 2-rank data parallel, ptv2-status."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from safetensors.torch import load_file
 
 from ptv2 import checkpoint, distributed
 from ptv2.distributed import claim_slot
+from ptv2.results import SCHEMA_VERSION
 from ptv2.status import main as status_main
 
 REPO = Path(__file__).resolve().parent.parent
@@ -60,6 +61,7 @@ def test_sigterm_then_rerun_resumes_and_matches_uninterrupted_run(tmp_path):
     (partial,) = _metrics(tmp_path / "a" / "res")
     assert partial["status"] == "running" and [e["epoch"] for e in partial["epochs"]] == [1]
     assert checkpoint.path(partial["dir"]).is_file()
+    assert not (partial["dir"] / "lock.json").exists()  # the checkpoint exit released the run folder
 
     code, out, err = _finish(_start(args, tmp_path / "a"))
     assert code == 0, err
@@ -95,6 +97,7 @@ def test_parallel_sweep_records_the_failing_job_and_keeps_the_other(tmp_path):
     code, out, err = _finish(_start(args, tmp_path))
     by_status = {m["status"]: m for m in _metrics(tmp_path)}
     assert sorted(by_status) == ["done", "failed"], (out, err)
+    assert code == 1 and "1 job(s) failed" in err  # read back from the worker processes
     assert by_status["done"]["depth_range"] == "1-2" and len(by_status["done"]["epochs"]) == 1
     assert by_status["failed"]["error"].startswith("UserError: depth_range.layers=1-99")
 
@@ -158,6 +161,7 @@ def _write_run(root: Path, key: str, metrics: dict | None, with_checkpoint: bool
 
 def test_status_lists_done_failed_and_incomplete_runs(tmp_path, capsys):
     done = {
+        "schema_version": SCHEMA_VERSION,
         "status": "done",
         "best": {"dev": {"accuracy": 71.5}},
         "best_epoch": 3,

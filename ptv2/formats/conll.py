@@ -177,11 +177,32 @@ def _first_line(path: Path, skip: tuple[str, ...] = ()) -> str:
     return ""
 
 
-def _convert(tags: list[str], fn, where: str) -> list[str]:
+def _fails(fn, tags: list[str]) -> bool:
+    try:
+        fn(tags)
+    except ValueError:
+        return True
+    return False
+
+
+def _convert(tags: list[str], fn, where: str, lines: list[int] | None = None) -> list[str]:
+    """``fn(tags)``; its ValueError as a UserError at ``where`` - with ``lines`` (each tag's line number),
+    at ``where:<line>`` of the first tag that makes it fail, not at the sentence's first line."""
     try:
         return fn(tags)
     except ValueError as e:
-        raise UserError(f"{where}: {e}") from None
+        if lines is None:
+            raise UserError(f"{where}: {e}") from None
+        bad = next((i for i in range(1, len(tags) + 1) if _fails(fn, tags[:i])), len(tags))
+        raise UserError(f"{where}:{lines[bad - 1]}: {e}") from None
+
+
+def _same_columns(path: Path, rows: list[tuple[int, list[str]]], expected: int, layout: str) -> None:
+    """Every row has the file's column count; the first that does not is named by its own line."""
+    for n, cols in rows:
+        if len(cols) != expected:
+            missing = " (is a column missing?)" if len(cols) < expected else ""
+            raise UserError(f"{path}:{n}: {len(cols)} columns, not {expected} ({layout}){missing}")
 
 
 def _check_record(rec: Record, where: str) -> Record:
@@ -202,19 +223,32 @@ def read_conll2003(path: str | Path, scheme: str = "iob1") -> list[Record]:
     if scheme.lower() not in SCHEMES:
         raise UserError(f"unknown tag scheme {scheme!r}; use one of {', '.join(SCHEMES)}")
     records: list[Record] = []
+    columns = len(_first_line(p).split())
+    if columns < 2:
+        raise UserError(f"{p}: expected 'word ... NER' columns (word POS chunk NER), got {columns} column(s)")
     for block in _blocks(p):
         rows = [(n, cols) for n, cols in block if cols[0] != "-DOCSTART-"]
         if not rows:
             continue
-        for n, cols in rows:
-            if len(cols) < 2:
-                raise UserError(f"{p}:{n}: expected 'word ... NER' columns, got {' '.join(cols)!r}")
+        _same_columns(p, rows, columns, "as the file's first row; CoNLL-2003 is word POS chunk NER")
         tokens = [cols[0] for _, cols in rows]
-        tags = [cols[-1] for _, cols in rows]
-        where = f"{p}:{rows[0][0]}"
-        tags = _convert(tags, lambda t: to_iob2(t, scheme), where)
+        tags = _convert([cols[-1] for _, cols in rows], lambda t: to_iob2(t, scheme), str(p), [n for n, _ in rows])
         records.append({"tokens": tokens, "tags": tags})
+    _refuse_chunk_tags(p, records)
     return records
+
+
+# Phrase types of the CoNLL-2000 chunk column: a "NER" column holding only these is the chunk column.
+_CHUNK_TYPES = {"NP", "VP", "PP", "ADJP", "ADVP", "SBAR", "PRT", "INTJ", "CONJP", "LST", "UCP"}
+
+
+def _refuse_chunk_tags(path: Path, records: list[Record]) -> None:
+    kinds = set(entity_counts(records))
+    if kinds and kinds <= _CHUNK_TYPES:
+        raise UserError(
+            f"{path}: the last column holds chunk tags ({', '.join(sorted(kinds))}), not entity types: "
+            "the NER column is missing (CoNLL-2003 rows are 'word POS chunk NER')"
+        )
 
 
 # --------------------------------------------------------------------------- OntoNotes 5.0
@@ -253,23 +287,20 @@ def read_ontonotes(path: str | Path) -> list[Record]:
     records: list[Record] = []
     if _looks_gold_conll(first):
         for block in _blocks(p, _CONLL12_SKIP):
-            where = f"{p}:{block[0][0]}"
-            if any(len(cols) < 12 for _, cols in block):
-                raise UserError(f"{where}: gold_conll rows need at least 12 columns")
+            short = next(((n, cols) for n, cols in block if len(cols) < 12), None)
+            if short:
+                raise UserError(f"{p}:{short[0]}: {len(short[1])} columns; gold_conll rows need at least 12")
             tokens = [_conll12_word(cols[3]) for _, cols in block]
-            tags = _convert([cols[10] for _, cols in block], brackets_to_bio, where)
+            tags = _convert([cols[10] for _, cols in block], brackets_to_bio, str(p), [n for n, _ in block])
             records.append({"tokens": tokens, "tags": tags})
         return records
     conllx = _looks_conllx(first)
+    if len(first) < 2:
+        raise UserError(f"{p}: expected 'word tag' lines, a CoNLL-X file or a *_gold_conll file")
     for block in _blocks(p):
-        where = f"{p}:{block[0][0]}"
-        if conllx:
-            tokens = [cols[1] for _, cols in block]
-        elif all(len(cols) >= 2 for _, cols in block):
-            tokens = [cols[0] for _, cols in block]
-        else:
-            raise UserError(f"{where}: expected 'word tag' lines, a CoNLL-X file or a *_gold_conll file")
-        tags = _convert([cols[-1] for _, cols in block], _auto_iob2, where)
+        _same_columns(p, block, len(first), "as the file's first row, tag last")
+        tokens = [cols[1] if conllx else cols[0] for _, cols in block]
+        tags = _convert([cols[-1] for _, cols in block], _auto_iob2, str(p), [n for n, _ in block])
         records.append({"tokens": tokens, "tags": tags})
     return records
 
@@ -371,7 +402,14 @@ def read_json_records(path: str | Path) -> list[Record]:
     """JSON list or JSON lines of ``{"tokens", "tags"}`` (any scheme) or ``{"tokens", "entities"}``
     (``{"type", "start", "end"}`` with end exclusive); an optional ``predicate_index`` is kept."""
     p = _open_text(path)
-    return [_json_record(item, f"{p}: item {i}") for i, item in enumerate(_json_items(p))]
+    records = []
+    for i, item in enumerate(_json_items(p)):
+        try:
+            records.append(_json_record(item, f"{p}: item {i}"))
+        except (KeyError, TypeError, ValueError) as e:  # an entity without start/end/type, a non-integer index
+            problem = f"missing field {e.args[0]!r}" if isinstance(e, KeyError) else str(e)
+            raise UserError(f"{p}: item {i}: {problem}") from None
+    return records
 
 
 def read_conll04(path: str | Path) -> list[Record]:

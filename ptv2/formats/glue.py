@@ -19,8 +19,12 @@ SST2_SPLIT_FILES: dict[str, str] = {"train": "train.tsv", "dev": "dev.tsv", "tes
 MISSING_HINT = "download GLUE SST-2 and point data.root at the folder holding glue/"
 
 
-def read_sst2(path: Path) -> list[dict[str, Any]]:
-    """Read one SST-2 split tsv (train/dev with labels, test without) into records."""
+def read_sst2(path: Path, num_labels: int = len(SST2_LABELS)) -> list[dict[str, Any]]:
+    """Read one SST-2 split tsv (train/dev with labels, test without) into records.
+
+    Labels are the integers 0 .. num_labels-1, as the release writes them; anything else (a label name,
+    another number) is one UserError naming ``path:line``.
+    """
     path = Path(path)
     if not path.is_file():
         raise UserError(f"missing {path}: {MISSING_HINT}")
@@ -36,12 +40,14 @@ def read_sst2(path: Path) -> list[dict[str, Any]]:
             if not line.strip():
                 continue
             sentence, label = _split(path, line, i + 2)
-            out.append({"idx": i, "sentence": sentence.strip(), "label": int(label)})
+            out.append({"idx": i, "sentence": sentence.strip(), "label": _label(path, i + 2, label, num_labels)})
     elif header == ["index", "sentence"]:
         for i, line in enumerate(lines[1:]):
             if not line.strip():
                 continue
             index, sentence = _split(path, line, i + 2)
+            if not index.strip().isdigit():
+                raise UserError(f"{path}:{i + 2}: index {index!r} is not a number")
             out.append({"idx": int(index), "sentence": sentence.strip(), "label": None})
     else:
         raise UserError(
@@ -55,3 +61,10 @@ def _split(path: Path, line: str, lineno: int) -> tuple[str, str]:
     if len(parts) != 2:
         raise UserError(f"{path}:{lineno}: expected 2 tab-separated columns, got {len(parts)}")
     return parts[0], parts[1]
+
+
+def _label(path: Path, lineno: int, text: str, num_labels: int) -> int:
+    value = text.strip()
+    if not value.isdigit() or int(value) >= num_labels:
+        raise UserError(f"{path}:{lineno}: label {text!r} is not one of the integers 0..{num_labels - 1}")
+    return int(value)

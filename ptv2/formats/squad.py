@@ -38,24 +38,32 @@ def read_squad(path: Path) -> list[dict[str, Any]]:
     if not isinstance(doc, dict) or "data" not in doc:
         raise UserError(f"{path}: not a SQuAD file (no top-level 'data' list)")
     out: list[dict[str, Any]] = []
-    for article in doc["data"]:
-        title = article.get("title", "")
-        for para in article["paragraphs"]:
-            context = para["context"]
-            for qa in para["qas"]:
-                out.append(
-                    {
-                        "id": qa["id"],
-                        "title": title,
-                        "context": context,
-                        "question": qa["question"],
-                        "answers": [
-                            {"text": a["text"], "answer_start": int(a["answer_start"])}
-                            for a in qa.get("answers", [])
-                        ],
-                        "is_impossible": bool(qa.get("is_impossible", False)),
-                    }
-                )
+    for number, article in enumerate(doc["data"]):
+        try:
+            out += _article_records(article)
+        except (KeyError, TypeError, ValueError, AttributeError) as e:
+            problem = f"missing field {e.args[0]!r}" if isinstance(e, KeyError) else str(e)
+            raise UserError(f"{path}: article {number} ({article.get('title', '') if isinstance(article, dict) else ''!r}): "
+                            f"{problem}") from None
+    return out
+
+
+def _article_records(article: dict[str, Any]) -> list[dict[str, Any]]:
+    title = article.get("title", "")
+    out: list[dict[str, Any]] = []
+    for para in article["paragraphs"]:
+        for qa in para["qas"]:
+            impossible = qa.get("is_impossible", False)
+            if not isinstance(impossible, bool):  # a string "False" must not read as true
+                raise ValueError(f"question {qa.get('id')!r}: is_impossible={impossible!r} is not true or false")
+            out.append({
+                "id": qa["id"],
+                "title": title,
+                "context": para["context"],
+                "question": qa["question"],
+                "answers": [{"text": a["text"], "answer_start": int(a["answer_start"])} for a in qa.get("answers", [])],
+                "is_impossible": impossible,
+            })
     return out
 
 

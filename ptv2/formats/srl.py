@@ -19,6 +19,7 @@ from ptv2.formats.conll import (
     _conll12_word,
     _convert,
     _open_text,
+    _same_columns,
     brackets_to_bio,
 )
 
@@ -57,10 +58,9 @@ def read_conll05(path: str | Path) -> list[Record]:
     p = _open_text(path)
     records: list[Record] = []
     for block in _blocks(p):
-        where = f"{p}:{block[0][0]}"
+        where, lines = f"{p}:{block[0][0]}", [n for n, _ in block]
         rows = [cols for _, cols in block]
-        if len({len(r) for r in rows}) != 1:
-            raise UserError(f"{where}: rows of one sentence have different column counts")
+        _same_columns(p, block, len(rows[0]), "as the sentence's first row: word ... target_verb args")
         c = _predicate_column(rows)
         if c < 0:
             raise UserError(
@@ -70,7 +70,7 @@ def read_conll05(path: str | Path) -> list[Record]:
         tokens = [r[0] for r in rows]
         pred_rows = [i for i, r in enumerate(rows) if r[c] != "-"]
         for k, pred in enumerate(pred_rows):
-            tags = _convert([r[c + 1 + k] for r in rows], brackets_to_bio, f"{where} (predicate {k})")
+            tags = _convert([r[c + 1 + k] for r in rows], brackets_to_bio, str(p), lines)
             records.append({"tokens": tokens, "tags": tags, "predicate_index": pred})
     return records
 
@@ -85,13 +85,13 @@ def read_conll12(path: str | Path) -> list[Record]:
     p = _open_text(path)
     records: list[Record] = []
     for block in _blocks(p, _CONLL12_SKIP):
-        where = f"{p}:{block[0][0]}"
-        rows = [cols for _, cols in block]
-        if any(len(r) < 12 for r in rows) or len({len(r) for r in rows}) != 1:
-            raise UserError(f"{where}: gold_conll rows need the same number (>= 12) of columns")
+        rows, lines = [cols for _, cols in block], [n for n, _ in block]
+        if len(rows[0]) < 12:
+            raise UserError(f"{p}:{lines[0]}: {len(rows[0])} columns; gold_conll rows need at least 12")
+        _same_columns(p, block, len(rows[0]), "as the sentence's first row")
         tokens = [_conll12_word(r[3]) for r in rows]
         for k in range(11, len(rows[0]) - 1):
-            tags = _convert([r[k] for r in rows], brackets_to_bio, f"{where} (SRL column {k})")
+            tags = _convert([r[k] for r in rows], brackets_to_bio, str(p), lines)
             if "B-V" not in tags:
                 continue
             records.append({"tokens": tokens, "tags": tags, "predicate_index": tags.index("B-V")})

@@ -79,28 +79,38 @@ def superglue_path(root: Path, task: str, split: str) -> Path:
 
 
 def read_superglue(task: str, path: Path) -> list[dict[str, Any]]:
-    """Read one split jsonl of SuperGLUE task ``task`` into normalised records (see module doc)."""
+    """Read one split jsonl of SuperGLUE task ``task`` into normalised records (see module doc).
+
+    A row that does not fit (a missing field, a label outside the task's labels, a boolean written as
+    anything but true/false) is one UserError naming ``path:line``.
+    """
     task = _check_task(task)
-    rows = read_jsonl(Path(path), hint=MISSING_HINT)
     convert = _CONVERTERS[task]
     out: list[dict[str, Any]] = []
-    for row in rows:
-        out.extend(convert(row))
+    for lineno, row in numbered_jsonl(Path(path), hint=MISSING_HINT):
+        try:
+            if not isinstance(row, dict):
+                raise ValueError(f"expected a JSON object, got {type(row).__name__}")
+            out.extend(convert(row))
+        except KeyError as e:
+            raise UserError(f"{path}:{lineno}: missing field {e.args[0]!r} for {task}") from None
+        except (TypeError, ValueError) as e:
+            raise UserError(f"{path}:{lineno}: {e}") from None
     return out
 
 
-def read_jsonl(path: Path, hint: str) -> list[dict[str, Any]]:
-    """Parse a jsonl file; a missing file or bad line becomes a one-line ``UserError``."""
+def numbered_jsonl(path: Path, hint: str) -> list[tuple[int, Any]]:
+    """(line number, parsed JSON) per non-blank line; a missing file or bad line is a one-line ``UserError``."""
     path = Path(path)
     if not path.is_file():
         raise UserError(f"missing {path}: {hint}")
-    rows: list[dict[str, Any]] = []
+    rows: list[tuple[int, Any]] = []
     with path.open(encoding="utf-8") as f:
         for lineno, line in enumerate(f, 1):
             if not line.strip():  # official test files lack a final newline; tolerate blanks
                 continue
             try:
-                rows.append(json.loads(line))
+                rows.append((lineno, json.loads(line)))
             except json.JSONDecodeError as e:
                 raise UserError(f"{path}:{lineno}: not valid JSON ({e.msg})") from None
     return rows
@@ -113,21 +123,39 @@ def _check_task(task: str) -> str:
     return key
 
 
+_BOOLEAN_WORDS = {"true": 1, "false": 0}
+
+
 def _bool_label(row: dict[str, Any]) -> int | None:
+    """JSON true/false (MultiRC writes 0/1); the strings "true"/"false" by their meaning, never by truthiness
+    (bool("False") is True). Anything else is an error."""
     label = row.get("label")
-    return None if label is None else int(bool(label))
+    if label is None:
+        return None
+    if isinstance(label, bool):
+        return int(label)
+    if isinstance(label, int) and label in (0, 1):
+        return label
+    if isinstance(label, str) and label.strip().lower() in _BOOLEAN_WORDS:
+        return _BOOLEAN_WORDS[label.strip().lower()]
+    raise ValueError(f"label {label!r} is not a boolean: write true or false")
 
 
 def _name_label(task: str, row: dict[str, Any]) -> int | None:
     label = row.get("label")
     if label is None:
         return None
-    try:
-        return SUPERGLUE_LABELS[task].index(label)
-    except ValueError:
-        raise UserError(
-            f"{task}: unexpected label {label!r} at idx {row.get('idx')}; expected {SUPERGLUE_LABELS[task]}"
-        ) from None
+    if label not in SUPERGLUE_LABELS[task]:
+        raise ValueError(f"label {label!r} is not one of {task}'s labels {SUPERGLUE_LABELS[task]}")
+    return SUPERGLUE_LABELS[task].index(label)
+
+
+def _choice_label(row: dict[str, Any]) -> int | None:
+    """COPA: 0 = choice1, 1 = choice2."""
+    label = row.get("label")
+    if label is None or (isinstance(label, int) and not isinstance(label, bool) and label in (0, 1)):
+        return label
+    raise ValueError(f"label {label!r} is not 0 (choice1) or 1 (choice2)")
 
 
 def _boolq(row: dict[str, Any]) -> list[dict[str, Any]]:
@@ -151,7 +179,6 @@ def _nli(task: str) -> Callable[[dict[str, Any]], list[dict[str, Any]]]:
 
 
 def _copa(row: dict[str, Any]) -> list[dict[str, Any]]:
-    label = row.get("label")
     return [
         {
             "idx": row["idx"],
@@ -159,7 +186,7 @@ def _copa(row: dict[str, Any]) -> list[dict[str, Any]]:
             "choice1": row["choice1"],
             "choice2": row["choice2"],
             "question": row["question"],
-            "label": None if label is None else int(label),
+            "label": _choice_label(row),
         }
     ]
 

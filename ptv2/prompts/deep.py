@@ -173,6 +173,20 @@ class PrefixInjector:
         return args, kwargs
 
 
+def parse_layer_range(text: object) -> tuple[int, int]:
+    """'17-24' -> (17, 24), 1-based inclusive. ValueError completing "depth_range.layers=<text> ..." when
+    it is not such an interval or is reversed."""
+    try:
+        first, last = (int(x) for x in str(text).split("-"))
+    except ValueError:
+        raise ValueError("must be an interval like 17-24 (1-based, inclusive)") from None
+    if first > last:
+        raise ValueError(f"is reversed: write {last}-{first}")
+    if first < 1:
+        raise ValueError("must start at layer 1 or later (layers are 1-based)")
+    return first, last
+
+
 def resolve_depth_range(select: str, num_layers: int, k: int | None = None, layers: str | None = None) -> list[int]:
     """0-based layer indices from the paper's 1-based inclusive notation.
 
@@ -181,10 +195,10 @@ def resolve_depth_range(select: str, num_layers: int, k: int | None = None, laye
     """
     if layers not in (None, "", "all"):
         try:
-            first, last = (int(x) for x in str(layers).split("-"))
-        except ValueError:
-            raise UserError(f"depth_range.layers={layers!r}: write an interval like 17-24 (1-based, inclusive)") from None
-        if not 1 <= first <= last <= num_layers:
+            first, last = parse_layer_range(layers)
+        except ValueError as error:
+            raise UserError(f"depth_range.layers={layers} {error}") from None
+        if last > num_layers:
             raise UserError(f"depth_range.layers={layers} is outside the model's layers 1-{num_layers}")
         return list(range(first - 1, last))
     if select == "all" or layers == "all":

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import matplotlib
@@ -16,7 +17,15 @@ matplotlib.use("Agg")  # files only; no display on the training machines
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from ptv2.report.tables import CELL_KEYS, aggregate_cells, load_runs, parse_depth  # noqa: E402
+from ptv2.report.tables import CELL_KEYS, DATA_KEY, aggregate_cells, data_variants, load_runs, parse_depth  # noqa: E402
+
+
+def _cells(runs: pd.DataFrame) -> Iterator[tuple[tuple, str, pd.DataFrame]]:
+    """Per figure: (task, model, method, head), a file-name suffix and the runs of one data variant (runs on
+    different data, weights or sample limits never share a curve; `_data2` names a cell's second variant)."""
+    for key, cell in runs.groupby(CELL_KEYS, sort=True):
+        for number, signature in enumerate(data_variants(cell), 1):
+            yield key, f"_data{number}" if number > 1 else "", cell[cell[DATA_KEY] == signature]
 
 
 def _report_points(runs: pd.DataFrame, extra: list[str]) -> pd.DataFrame:
@@ -41,7 +50,7 @@ def depth_figures(runs: pd.DataFrame, out: Path) -> list[Path]:
     """Fig. 3: metric vs k layers with prompts, ascending (layers 1..k) vs descending (L-k+1..L)."""
     deep = runs[runs["depth_range"].map(parse_depth).notna()]
     written = []
-    for (task, model, method, head), g in deep.groupby(CELL_KEYS, sort=True):
+    for (task, model, method, head), variant, g in _cells(deep):
         if not g["partial_depth"].any():
             continue
         pts = _report_points(g, ["depth_range", "num_layers"])
@@ -56,7 +65,7 @@ def depth_figures(runs: pd.DataFrame, out: Path) -> list[Path]:
         ax.set(xlabel="k = number of layers with prompts", ylabel=f"{pts['primary_metric'].iloc[0]} "
                f"({pts['report_split'].iloc[0]})", title=f"Prompt depth: {task}, {model} ({method}, {head})")
         ax.legend()
-        written.append(_save(fig, out / f"fig3_depth_{task}_{model}_{method}_{head}.png"))
+        written.append(_save(fig, out / f"fig3_depth_{task}_{model}_{method}_{head}{variant}.png"))
     return written
 
 
@@ -64,7 +73,7 @@ def length_figures(runs: pd.DataFrame, out: Path) -> list[Path]:
     """Fig. 4: metric vs prompt length, one line per reparameterisation (embedding, mlp)."""
     prompted = runs[runs["prompt_length"].notna() & ~runs["partial_depth"].astype(bool)]
     written = []
-    for (task, model, method, head), g in prompted.groupby(CELL_KEYS, sort=True):
+    for (task, model, method, head), variant, g in _cells(prompted):
         if g["prompt_length"].nunique() < 2:
             continue
         pts = _report_points(g, ["prompt_length", "reparam"])
@@ -76,7 +85,7 @@ def length_figures(runs: pd.DataFrame, out: Path) -> list[Path]:
         ax.set(xlabel="prompt length", ylabel=f"{pts['primary_metric'].iloc[0]} ({pts['report_split'].iloc[0]})",
                title=f"Prompt length: {task}, {model} ({method}, {head})")
         ax.legend(title="reparam")
-        written.append(_save(fig, out / f"fig4_length_{task}_{model}_{method}_{head}.png"))
+        written.append(_save(fig, out / f"fig4_length_{task}_{model}_{method}_{head}{variant}.png"))
     return written
 
 

@@ -7,7 +7,6 @@ one with the best mean dev primary metric is shown, as the paper picks hyper-par
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import sys
@@ -16,6 +15,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from ptv2.errors import ArgumentParser
 from ptv2.results import SCHEMA_VERSION
 
 PAPER_CSV = Path(__file__).with_name("paper_numbers.csv")
@@ -24,7 +24,8 @@ DASH = "—"
 PAPER_BACKBONES = ["bert-large", "roberta-large", "deberta-xlarge", "glm-xlarge", "glm-xxlarge"]
 METHOD_LABELS = {"ft": "FT", "pt": "PT", "pt2": "PT-2", "mpt2": "MPT-2"}
 CELL_KEYS = ["task", "model", "method", "head"]
-TIDY_COLUMNS = ["table", "backbone", "task", "split", "metric", "method", "head",
+DATA_KEY = "data"  # a run's data identity (ptv2/identity.py by way of metrics.json): cells never mix two
+TIDY_COLUMNS = ["table", "backbone", "variant", "task", "split", "metric", "method", "head",
                 "ours_mean", "ours_std", "n", "paper", "diff"]
 
 
@@ -118,9 +119,15 @@ def is_partial_depth(depth_range: str, num_layers: int | None) -> bool:
     return span is not None and span != (1, num_layers)
 
 
+def _data_identity(identity: dict) -> str:
+    """What the run read, by content: its data files, weights and sample limits (never their locations)."""
+    weights = {k: v for k, v in (identity.get("weights") or {}).items() if k != "source"}
+    return json.dumps({"samples": identity.get("samples"), "data": (identity.get("data") or {}).get("splits"),
+                       "weights": weights}, sort_keys=True)
+
+
 def _run_rows(path: Path, m: dict) -> list[dict]:
-    config = {"prompt_length": m.get("prompt_length"), "reparam": m.get("reparam"),
-              "depth_range": m.get("depth_range") or "", **(m.get("hparams") or {})}
+    identity = m["identity"]
     params, timing = m.get("params") or {}, m.get("timing") or {}
     majority = m.get("majority_baseline") or {}
     base = {
@@ -131,7 +138,8 @@ def _run_rows(path: Path, m: dict) -> list[dict]:
         "prompt_length": m.get("prompt_length"), "reparam": m.get("reparam"),
         "depth_range": m.get("depth_range") or "", "num_layers": m.get("num_layers"), "seed": m.get("seed"),
         "experiment": m.get("experiment"), "primary_metric": m["primary_metric"],
-        "report_split": m["report_split"], "config": json.dumps(config, sort_keys=True),
+        "report_split": m["report_split"], "config": json.dumps(identity["config"], sort_keys=True),
+        DATA_KEY: _data_identity(identity),
         "trainable_pct": params.get("trainable_pct"), "train_s": timing.get("train_s"),
         "partial_depth": is_partial_depth(m.get("depth_range") or "", m.get("num_layers")),
     }
@@ -143,24 +151,30 @@ def _run_rows(path: Path, m: dict) -> list[dict]:
 def load_runs(results_dir: str | Path) -> pd.DataFrame:
     """Every finished run under `results_dir`, one row per (run, split, metric) of its best-epoch metrics.
 
-    Runs whose status is not "done" are skipped silently; unreadable or malformed files, and runs written
-    under another metrics schema (their numbers may mean something else, e.g. SRL f1 before version 2),
-    are skipped with a warning line on stderr. `head` is normalised to "cls" (any linear head) or
-    "verbalizer"; `partial_depth` marks depth-ablation runs.
+    Runs whose status is not "done" are skipped silently; unreadable or malformed files are skipped with
+    a warning line on stderr, and runs of an older schema (made under an older run key, without the data
+    and weights identity) with one line for all. `head` is normalised to "cls" (any linear head) or
+    "verbalizer"; `partial_depth` marks depth-ablation runs; `data` is the run's data identity.
     """
     rows: list[dict] = []
+    older = 0
     for path in sorted(Path(results_dir).rglob("metrics.json")):
         try:
             m = json.loads(path.read_text())
-            if m.get("status") == "done" and m.get("schema_version") != SCHEMA_VERSION:
-                _warn(f"skipping {path}: schema_version {m.get('schema_version')}, not {SCHEMA_VERSION} (re-run it)")
-            elif m.get("status") == "done":
-                rows.extend(_run_rows(path, m))
+            if m.get("status") != "done":
+                continue
+            if not isinstance(m.get("schema_version"), int) or m["schema_version"] < SCHEMA_VERSION:
+                older += 1
+                continue
+            rows.extend(_run_rows(path, m))
         except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
             _warn(f"skipping {path}: {type(e).__name__}: {e}")
+    if older:
+        _warn(f"skipping {older} run(s) of an older schema_version (< {SCHEMA_VERSION}, made under an older run "
+              "key): re-run them to include them (ptv2-status lists them)")
     columns = ["run_dir", "task", "family", "model", "method", "head", "prompt_length", "reparam",
                "depth_range", "num_layers", "seed", "experiment", "primary_metric", "report_split", "config",
-               "trainable_pct", "train_s", "partial_depth", "split", "metric", "value", "majority"]
+               DATA_KEY, "trainable_pct", "train_s", "partial_depth", "split", "metric", "value", "majority"]
     return pd.DataFrame(rows, columns=columns)
 
 
@@ -174,27 +188,65 @@ def _choose_config(group: pd.DataFrame) -> str:
     return str(means.sort_index().idxmax()) if len(means) else str(group["config"].min())
 
 
+def data_variants(cell: pd.DataFrame) -> list[str]:
+    """The data identities among one cell's runs, the main one first: no sample limits, then the most
+    runs, then a fixed order. Runs of different data, weights or sample limits are never averaged."""
+    counts = cell.drop_duplicates(["run_dir"])[DATA_KEY].value_counts()
+
+    def order(signature: str) -> tuple:
+        limits = json.loads(signature).get("samples") or {}
+        return any(v is not None for v in limits.values()), -int(counts[signature]), signature
+
+    return sorted(counts.index, key=order)
+
+
+def variant_notes(signatures: list[str]) -> list[str]:
+    """Per data identity, what sets it apart from the others: `max_train_samples=2000, data.train 3f2a9c1b`."""
+    flat = [pd.json_normalize(json.loads(s), sep=".").iloc[0].to_dict() for s in signatures]
+    keys = sorted({k for f in flat for k in f if len({json.dumps(g.get(k), default=str) for g in flat}) > 1})
+
+    def shown(key: str, value: object) -> str:
+        name = key.removeprefix("samples.").removesuffix(".sha256").removesuffix(".bytes")
+        return f"{name}={'all' if value is None else str(value)[:8] if key.endswith('sha256') else value}"
+
+    return [", ".join(shown(k, f.get(k)) for k in keys[:4]) + (", ..." if len(keys) > 4 else "") for f in flat]
+
+
 def aggregate_cells(runs: pd.DataFrame, keys: list[str] = CELL_KEYS) -> pd.DataFrame:
-    """One row per (keys..., split, metric): seed mean, sample std (NaN for n=1) and n of the chosen config.
+    """One row per (keys..., data variant, split, metric): seed mean, sample std (NaN for n=1) and n of the
+    chosen config. Runs on different data, weights or sample limits are variants 1, 2, ... of a cell (1: the
+    main one, `data_variants`), each its own row; configurations compete inside a variant.
 
     Repeats of the same (config, seed), e.g. a sweep rerunning a main-table run, count once.
     """
     out: list[dict] = []
-    for key, group in runs.groupby(keys, sort=True, dropna=False):
-        configs = sorted(group["config"].unique())
-        chosen = group[group["config"] == _choose_config(group)]
-        chosen = chosen.drop_duplicates(["seed", "split", "metric"])
-        for (split, metric), g in chosen.groupby(["split", "metric"], sort=True):
-            n = len(g)
-            out.append({
-                **dict(zip(keys, key, strict=True)), "split": split, "metric": metric,
-                "ours_mean": g["value"].mean(), "ours_std": g["value"].std(ddof=1) if n > 1 else math.nan,
-                "n": n, "majority": g["majority"].mean(), "train_s": g["train_s"].mean(),
-                "trainable_pct": g["trainable_pct"].mean(), "primary_metric": g["primary_metric"].iloc[0],
-                "report_split": g["report_split"].iloc[0], "config": g["config"].iloc[0],
-                "n_configs": len(configs), "config_note": _config_note(configs, g["config"].iloc[0]),
-            })
+    for key, cell in runs.groupby(keys, sort=True, dropna=False):
+        signatures = data_variants(cell)
+        notes = variant_notes(signatures) if len(signatures) > 1 else [""]
+        for variant, (signature, note) in enumerate(zip(signatures, notes, strict=True), 1):
+            group = cell[cell[DATA_KEY] == signature]
+            facts = {**dict(zip(keys, key, strict=True)), "variant": variant, "n_variants": len(signatures),
+                     "variant_note": note}
+            out += _seed_means(group, facts)
     return pd.DataFrame(out)
+
+
+def _seed_means(group: pd.DataFrame, facts: dict) -> list[dict]:
+    configs = sorted(group["config"].unique())
+    chosen = group[group["config"] == _choose_config(group)]
+    chosen = chosen.drop_duplicates(["seed", "split", "metric"])
+    rows = []
+    for (split, metric), g in chosen.groupby(["split", "metric"], sort=True):
+        n = len(g)
+        rows.append({
+            **facts, "split": split, "metric": metric,
+            "ours_mean": g["value"].mean(), "ours_std": g["value"].std(ddof=1) if n > 1 else math.nan,
+            "n": n, "majority": g["majority"].mean(), "train_s": g["train_s"].mean(),
+            "trainable_pct": g["trainable_pct"].mean(), "primary_metric": g["primary_metric"].iloc[0],
+            "report_split": g["report_split"].iloc[0], "config": g["config"].iloc[0],
+            "n_configs": len(configs), "config_note": _config_note(configs, g["config"].iloc[0]),
+        })
+    return rows
 
 
 def _config_note(configs: list[str], chosen: str) -> str:
@@ -220,22 +272,27 @@ def fmt_ours(mean: float, std: float, n: int) -> str:
     return f"{mean:.1f} ± {std:.1f} (n={n})"
 
 
+def row_label(backbone: str, variant: int) -> str:
+    """A table row: the backbone, and for a cell's other data variants `[data N]` (explained in the notes)."""
+    return backbone if variant == 1 else f"{backbone} [data {variant}]"
+
+
 def build_table(spec: TableSpec, cells: pd.DataFrame, paper: pd.DataFrame) -> pd.DataFrame:
-    """The tidy table: one row per (backbone, column); backbones of the paper's table or with our runs."""
+    """The tidy table: one row per (backbone, data variant, column); backbones of the paper's table or with
+    our runs; variants past the first only where some cell of the table has them."""
     table_no = int(spec.name.removeprefix("table"))
     paper = paper[paper["table"] == table_no]
-    ours = {(r.model, r.task, r.split, r.metric, r.method, r.head): r for r in cells.itertuples()}
+    ours = {(r.model, r.variant, r.task, r.split, r.metric, r.method, r.head): r for r in cells.itertuples()}
     ref = {(r.backbone, r.task, r.split, r.metric, r.method, r.head): r.value for r in paper.itertuples()}
     col_keys = {c.key for c in spec.columns}
-    present = {k[0] for k in ours if k[1:] in col_keys} | set(paper["backbone"])
+    present = {k[0] for k in ours if k[2:] in col_keys} | set(paper["backbone"])
     backbones = [b for b in PAPER_BACKBONES if b in present] + sorted(present - set(PAPER_BACKBONES))
     rows = []
-    for b in backbones:
+    for b, v in ((b, v) for b in backbones for v in sorted({1} | {k[1] for k in ours if k[0] == b and k[2:] in col_keys})):
         for c in spec.columns:
-            key = (b, *c.key)
-            o, p = ours.get(key), ref.get(key, math.nan)
+            o, p = ours.get((b, v, *c.key)), ref.get((b, *c.key), math.nan)
             mean = o.ours_mean if o is not None else math.nan
-            rows.append({"table": spec.name, "backbone": b, "task": c.task, "split": c.split, "metric": c.metric,
+            rows.append({"table": spec.name, "backbone": b, "variant": v, "task": c.task, "split": c.split, "metric": c.metric,
                          "method": c.method, "head": c.head, "ours_mean": mean,
                          "ours_std": o.ours_std if o is not None else math.nan,
                          "n": o.n if o is not None else 0, "paper": p, "diff": mean - p})
@@ -252,10 +309,14 @@ def _cell_text(r: pd.Series) -> str:
     return "; ".join(parts)
 
 
-def _indexed(spec: TableSpec, tidy: pd.DataFrame) -> dict[tuple[str, Column], pd.Series]:
-    by_key = {(r["backbone"], r["task"], r["split"], r["metric"], r["method"], r["head"]): r
+def _indexed(spec: TableSpec, tidy: pd.DataFrame) -> dict[tuple[tuple[str, int], Column], pd.Series]:
+    by_key = {(r["backbone"], r["variant"], r["task"], r["split"], r["metric"], r["method"], r["head"]): r
               for _, r in tidy.iterrows()}
-    return {(b, c): by_key[(b, *c.key)] for b in tidy["backbone"].unique() for c in spec.columns}
+    return {(row, c): by_key[(*row, *c.key)] for row in _rows(tidy) for c in spec.columns}
+
+
+def _rows(tidy: pd.DataFrame) -> list[tuple[str, int]]:
+    return list(dict.fromkeys(zip(tidy["backbone"], tidy["variant"], strict=True)))
 
 
 def _groups(columns: list[Column]) -> dict[str, list[Column]]:
@@ -268,7 +329,6 @@ def _groups(columns: list[Column]) -> dict[str, list[Column]]:
 def render_markdown(spec: TableSpec, tidy: pd.DataFrame, notes: list[str]) -> str:
     """One Markdown table per column group (rows = backbone), then the footnotes."""
     cell = _indexed(spec, tidy)
-    backbones = list(dict.fromkeys(tidy["backbone"]))
     lines = [f"# {spec.title}", "",
              "Cells: ours as mean ± sample std over seeds (n runs) of the chosen config; the paper's number; "
              "Δ = ours − paper (same backbone only); n=1 shows no std. — = no runs / not in the paper. "
@@ -278,7 +338,8 @@ def render_markdown(spec: TableSpec, tidy: pd.DataFrame, notes: list[str]) -> st
         lines += [f"## {group} ({c0.task}, {c0.split}, {c0.metric})", "",
                   "| Backbone | " + " | ".join(c.label for c in cols) + " |",
                   "|---|" + "---|" * len(cols)]
-        lines += ["| " + " | ".join([b, *(_cell_text(cell[(b, c)]) for c in cols)]) + " |" for b in backbones]
+        lines += ["| " + " | ".join([row_label(*row), *(_cell_text(cell[(row, c)]) for c in cols)]) + " |"
+                  for row in _rows(tidy)]
         lines.append("")
     lines += ["Notes:", "", *(f"- {n}" for n in [*spec.footnotes, *notes])]
     return "\n".join(lines) + "\n"
@@ -287,7 +348,6 @@ def render_markdown(spec: TableSpec, tidy: pd.DataFrame, notes: list[str]) -> st
 def render_latex(spec: TableSpec, tidy: pd.DataFrame) -> str:
     """booktabs tabulars, one per block; ours ± std with the paper in parentheses, best ours per group in bold."""
     cell = _indexed(spec, tidy)
-    backbones = list(dict.fromkeys(tidy["backbone"]))
     blocks: dict[str, list[Column]] = {}
     for c in spec.columns:
         blocks.setdefault(c.block, []).append(c)
@@ -302,14 +362,14 @@ def render_latex(spec: TableSpec, tidy: pd.DataFrame) -> str:
             rules.append(f"\\cmidrule(lr){{{start}-{start + len(g) - 1}}}")
             start += len(g)
         out += ["".join(rules), "Backbone & " + " & ".join(c.label for c in cols) + " \\\\", "\\midrule"]
-        for b in backbones:
+        for row in _rows(tidy):
             texts = []
             for g in groups.values():
-                means = [cell[(b, c)]["ours_mean"] for c in g]
+                means = [cell[(row, c)]["ours_mean"] for c in g]
                 best = max((m for m in means if not math.isnan(m)), default=math.nan)
                 for c, m in zip(g, means, strict=True):
-                    texts.append(_latex_cell(cell[(b, c)], bold=not math.isnan(m) and m == best))
-            out.append(f"{b} & " + " & ".join(texts) + " \\\\")
+                    texts.append(_latex_cell(cell[(row, c)], bold=not math.isnan(m) and m == best))
+            out.append(f"{row_label(*row)} & " + " & ".join(texts) + " \\\\")
         out += ["\\bottomrule", "\\end{tabular}", ""]
     out += [f"\\caption{{{spec.title}. Ours: mean$\\pm$std over seeds; paper in parentheses; bold: best of ours.}}",
             f"\\label{{tab:{spec.name}}}", "\\end{table*}"]
@@ -326,39 +386,48 @@ def _latex_cell(r: pd.Series, bold: bool) -> str:
 
 
 def _table_notes(spec: TableSpec, cells: pd.DataFrame) -> list[str]:
-    """Footnotes that depend on our runs: config choices, and SQuAD 2.0 at the tuned threshold."""
+    """Footnotes that depend on our runs: data variants kept apart, config choices, and SQuAD 2.0 at the
+    tuned threshold."""
     col_keys = {c.key for c in spec.columns}
     notes = []
     if len(cells):
         keys = cells[["task", "split", "metric", "method", "head"]].itertuples(index=False, name=None)
         in_table = cells[[k in col_keys for k in keys]]
-        multi = in_table[in_table["n_configs"] > 1].drop_duplicates(CELL_KEYS)
+        for _, g in in_table[in_table["n_variants"] > 1].groupby(CELL_KEYS, sort=True):
+            r = g.iloc[0]
+            variants = g.drop_duplicates("variant").sort_values("variant")
+            notes.append(f"{r.task} / {r.model} / {METHOD_LABELS[r.method]} / {r['head']}: runs on different data, "
+                         "weights or sample limits are kept apart: "
+                         + "; ".join(f"{row_label(r.model, v.variant)}: {v.variant_note}" for v in variants.itertuples())
+                         + ".")
+        multi = in_table[in_table["n_configs"] > 1].drop_duplicates([*CELL_KEYS, "variant"])
         for r in multi.itertuples():
-            notes.append(f"{r.task} / {r.model} / {METHOD_LABELS[r.method]} / {r.head}: best of {r.n_configs} "
-                         f"configs by mean dev {r.primary_metric}: {r.config_note}.")
+            notes.append(f"{r.task} / {row_label(r.model, r.variant)} / {METHOD_LABELS[r.method]} / {r.head}: best of "
+                         f"{r.n_configs} configs by mean dev {r.primary_metric}: {r.config_note}.")
     if spec is TABLE3 and len(cells):
         tuned = cells[(cells["task"] == "squad_v2") & cells["metric"].isin(["best_exact_match", "best_f1"])]
-        for (model, method), g in tuned.groupby(["model", "method"], sort=True):
+        for (model, variant, method), g in tuned.groupby(["model", "variant", "method"], sort=True):
             vals = {r.metric: fmt_ours(r.ours_mean, r.ours_std, r.n) for r in g.itertuples()}
-            notes.append(f"SQuAD 2.0 {model} {METHOD_LABELS[method]}, dev-tuned threshold: EM "
+            notes.append(f"SQuAD 2.0 {row_label(model, variant)} {METHOD_LABELS[method]}, dev-tuned threshold: EM "
                          f"{vals.get('best_exact_match', DASH)}, F1 {vals.get('best_f1', DASH)}.")
     return notes
 
 
 def real_minilm_table(cells: pd.DataFrame) -> pd.DataFrame:
     """MiniLM evidence: per task its report split's primary metric (plus dev when the report split is test,
-    and both EM and F1 for QA) against the majority class, FT, PT and PT-2."""
+    and both EM and F1 for QA) against the majority class, FT, PT and PT-2; a task's other data variants
+    (`aggregate_cells`) in rows of their own, `task [data N]`."""
     # each task's own head (cls, choice, token, span); MiniLM ships no MLM head for the verbalizer
     mini = cells[(cells["model"] == "minilm") & (cells["head"] != "verbalizer")] if len(cells) else cells
     rows = []
-    for task, g in (mini.groupby("task", sort=True) if len(mini) else []):
+    for (task, variant), g in (mini.groupby(["task", "variant"], sort=True) if len(mini) else []):
         report, primary = g["report_split"].iloc[0], g["primary_metric"].iloc[0]
         splits = ["dev", report] if report != "dev" and (g["split"] == "dev").any() else [report]
         metrics = ["exact_match", "f1"] if {"exact_match", "f1"} <= set(g["metric"]) else [primary]
         for split in splits:
             for metric in metrics:
                 sel = g[(g["split"] == split) & (g["metric"] == metric)].set_index("method")
-                row = {"task": task, "split": split, "metric": metric,
+                row = {"task": row_label(task, variant), "split": split, "metric": metric,
                        "majority": sel["majority"].dropna().mean() if len(sel) else math.nan}
                 for m in ("ft", "pt", "pt2"):
                     has = m in sel.index
@@ -396,7 +465,7 @@ def render_real_minilm(table: pd.DataFrame) -> str:
 def summarize(tidies: list[pd.DataFrame]) -> str:
     """Paper cells filled by ours, and the mean |ours − paper| over them, overall and per table."""
     def line(name: str, t: pd.DataFrame) -> str:
-        paper_cells = t[t["paper"].notna()]
+        paper_cells = t[t["paper"].notna() & (t["variant"] == 1)]  # a cell's main data variant
         filled = paper_cells[paper_cells["n"] > 0]
         gap = _num(filled["diff"].abs().mean(), ".2f") if len(filled) else DASH
         return f"{name}: {len(filled)}/{len(paper_cells)} paper cells filled by ours; mean |ours − paper| = {gap}"
@@ -432,11 +501,18 @@ def write_tables(results: str | Path, out: str | Path) -> tuple[str, list[Path]]
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="Write the paper's Tables 2-4 (ours vs paper) and the MiniLM table.")
+    parser = ArgumentParser(description="Write the paper's Tables 2-4 (ours vs paper) and the MiniLM table.")
     parser.add_argument("--results", default="results", help="directory searched for metrics.json files")
     parser.add_argument("--out", default="results/tables", help="output directory")
     args = parser.parse_args(argv)
-    summary, written = write_tables(args.results, args.out)
+    if not Path(args.results).is_dir():
+        print(f"tables: error: --results {args.results} is not a folder (of run directories)", file=sys.stderr)
+        return 2
+    try:
+        summary, written = write_tables(args.results, args.out)
+    except OSError as error:  # an --out that cannot be written: one line, like every ptv2 error
+        print(f"tables: error: cannot write {error.filename or args.out}: {error.strerror or error}", file=sys.stderr)
+        return 2
     print(summary)
     for path in written:
         print(f"wrote {path}")

@@ -17,7 +17,7 @@ from omegaconf import DictConfig
 from transformers import PreTrainedTokenizerBase
 
 from ptv2.errors import UserError
-from ptv2.hub import hub_reachable
+from ptv2.identity import split_path, split_source
 from ptv2.metrics import accuracy
 
 
@@ -48,19 +48,12 @@ class Task:
         return len(self.label_names)
 
     def split_path(self, split: str) -> Path:
-        return self.data_root / self.cfg.path / self.cfg.files[split]
+        return split_path(self.cfg, self.data_root, split)
 
     def read(self, split: str) -> list[dict]:
         """Records of one split from the original files, else from the hub when it is reachable."""
-        path = self.split_path(split)
-        if path.exists():
-            return self.read_file(path, split)
-        if self.cfg.get("hub") and hub_reachable():
-            return self.read_hub(split)
-        raise UserError(
-            f"missing {path} for task={self.name}: put the {self.cfg.path} files there "
-            f"(or pass data.root=/folder/holding/{Path(self.cfg.path).parts[0]})"
-        )
+        path = split_source(self.cfg, self.data_root, split)  # the same choice the run key fingerprints
+        return self.read_hub(split) if path is None else self.read_file(path, split)
 
     def read_file(self, path: Path, split: str) -> list[dict]:
         raise NotImplementedError

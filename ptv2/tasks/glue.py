@@ -10,7 +10,7 @@ from ptv2.tasks.base import ClassificationTask
 
 class SST2(ClassificationTask):
     def read_file(self, path: Path, split: str) -> list[dict]:
-        return read_sst2(path)
+        return read_sst2(path, self.num_labels)
 
     def texts(self, record):
         return record["sentence"], None

@@ -20,6 +20,7 @@ import torch
 from tokenizers import pre_tokenizers
 from transformers import PreTrainedTokenizerBase
 
+from ptv2.config import CONF_DIR
 from ptv2.errors import UserError
 from ptv2.formats.sequence import read_sequence_file
 from ptv2.metrics import seqeval_scores
@@ -192,13 +193,18 @@ class SequenceLabelingTask(Task):
                 labels.append(self.label_ids[tags[w]])
             elif split == "train":
                 raise UserError(
-                    f"tag {tags[w]!r} of task={self.name} train is not in its labels: add it to conf/task/{self.name}.yaml "
-                    "labels (or drop labels to derive them from train)"
+                    f"tag {tags[w]!r} of task={self.name} train is not in its labels: {self._labels_hint()}"
                 )
             else:  # an eval-only tag: no loss on it; it is still scored (the model can never predict it)
                 labels.append(IGNORE)
             previous = w
         return labels
+
+    def _labels_hint(self) -> str:
+        """Where to fix the label set: the task's own YAML when there is one (task.name can be anything)."""
+        yaml = CONF_DIR / "task" / f"{self.name}.yaml"
+        shown = f"conf/task/{self.name}.yaml labels" if yaml.is_file() else "task.labels=[...]"
+        return f"add it to {shown} (or task.labels=null to derive them from train)"
 
     def encode_all(self, records: list[dict], split: str) -> list[dict]:
         features = []
