@@ -31,6 +31,7 @@ VARIANTS: dict[str, tuple[str, tuple[str, ...] | None]] = {
                     ("train.packing=false", "train.compile=false")),
     "ptv2_compile_default": ("ptv2, torch.compile without CUDA graphs", ("train.compile=true", "train.compile_mode=default")),
     "ft": ("full fine-tuning through ptv2's path (bf16 autocast, fp32 master weights)", ("method=ft",)),
+    "ft_eager": ("full fine-tuning through ptv2's path, no torch.compile", ("method=ft", "train.compile=false")),
     "official": ("official mechanism: cache prefix, fp32, padded to max length", None),
     "official_bf16": ("official mechanism + bf16 autocast", None),
     "peft": ("HF PEFT PrefixTuning (bf16 frozen backbone, dynamic padding)", None),

@@ -62,11 +62,11 @@ def write_runs(root: Path, shape: dict, data_root: Path) -> list[Path]:
     from ptv2.model import build_model
     from ptv2.tasks.base import build_task
 
-    paths = []
+    paths, backbone = [], None
     for i, (task, length) in enumerate(RUNS):
         cfg = ptv2_config(shape, length, (f"task={task}", f"data.root={data_root}", "prompt.init_std=1.0"))
-        seed_everything(cfg.seed)
-        backbone = load_backbone(cfg.model, cfg.train.attention, 0.0)
+        seed_everything(cfg.seed + i)  # each run its own random prompt and head
+        backbone = backbone or load_backbone(cfg.model, cfg.train.attention, 0.0)  # one seed: one backbone
         model = build_model(cfg, backbone, build_task(cfg.task, data_root, backbone.tokenizer).num_labels, cfg.task.head)
         path = root / f"{i}-{task}-p{length}"
         path.mkdir(parents=True, exist_ok=True)
@@ -104,10 +104,11 @@ def main(argv: list[str] | None = None) -> None:
     shape = SHAPES[args.shape] | (QUICK_SIZES if args.quick else {})
     work = args.out / "mixed"
     write_data(work / "data", {t for t, _ in RUNS}, args.examples or (12 if args.quick else 500))
-    runs = write_runs(work / "runs", shape, work / "data")
-    started = time.perf_counter()
-    predictor = MixedPromptPredictor(runs, str(work / "data"))
-    predictor.load("dev")
+    with torch.device(device):  # initialise on the GPU: a CPU init of roberta-large takes tens of seconds
+        runs = write_runs(work / "runs", shape, work / "data")
+        started = time.perf_counter()
+        predictor = MixedPromptPredictor(runs, str(work / "data"))
+        predictor.load("dev")
     load_s = time.perf_counter() - started
     mixed, mixed_out = timed(predictor, True, args.batch_size, device)
     sequential, sequential_out = timed(predictor, False, args.batch_size, device)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from benchmarks.contenders import VARIANTS
 
-RATIO_TO = ("peft", "official", "official_bf16", "ft", "ptv2_nopack")
+RATIO_TO = ("peft", "official", "official_bf16", "ft", "ft_eager", "ptv2_nopack")
 
 
 def _fmt(x, spec: str) -> str:
@@ -34,7 +34,7 @@ def ratios(rows: list[dict]) -> list[dict]:
         for other in RATIO_TO:
             if (shape, setting, other) in index:
                 row[f"speed_vs_{other}"] = ptv2["tokens_per_s"] / index[(shape, setting, other)]["tokens_per_s"]
-        ft = index.get((shape, setting, "ft"))
+        ft = index.get((shape, setting, "ft")) or index.get((shape, setting, "ft_eager"))
         if ft and ft.get("peak_memory_mb") and ptv2.get("peak_memory_mb"):
             row["memory_vs_ft"] = ptv2["peak_memory_mb"] / ft["peak_memory_mb"]
         out.append(row)
@@ -57,8 +57,8 @@ def _main_table(rows: list[dict]) -> list[str]:
 
 
 def _ratio_table(result: dict) -> list[str]:
-    lines = ["| shape | setting | vs PEFT | vs official | vs official+bf16 | vs FT | vs ptv2 no packing/compile | memory vs FT |",
-             "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    lines = ["| shape | setting | vs PEFT | vs official | vs official+bf16 | vs FT | vs FT eager | vs ptv2 no packing/compile | memory vs FT |",
+             "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for r in result["ratios"]:
         keys = [f"speed_vs_{k}" for k in RATIO_TO] + ["memory_vs_ft"]
         lines.append(f"| {r['shape']} | {r['setting']} | " + " | ".join(_fmt(r.get(k), ".2f") for k in keys) + " |")

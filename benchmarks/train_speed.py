@@ -32,7 +32,10 @@ def _peft_refuses(name: str, max_length: int, prompt_length: int) -> str | None:
     return None
 
 
-def run_one(name: str, shape_name: str, data: dict, args, device: torch.device, peak: dict | None) -> list[dict]:
+def run_one(name: str, shape_name: str, data: dict, args, device: torch.device, peak: dict | None,
+            on_row=lambda rows: None) -> list[dict]:
+    """One contender over every setting; ``on_row`` sees the rows so far after each (partial results survive
+    a time limit)."""
     shape = data["meta"]["shape_sizes"][shape_name]
     torch.manual_seed(data["meta"]["seed"])
     try:
@@ -52,6 +55,7 @@ def run_one(name: str, shape_name: str, data: dict, args, device: torch.device, 
             row["status"] = "oom"
         rows.append(row)
         print(row_line(row), flush=True)
+        on_row(rows)
         if name == "ptv2" and not args.no_eval:
             ev = measure_eval(contender, spec["batches"], spec["max_length"], args.warmup, device)
             if contender.compiled:  # the CUDA-graph forward against the same model run eagerly
@@ -59,6 +63,7 @@ def run_one(name: str, shape_name: str, data: dict, args, device: torch.device, 
             rows.append({"contender": "ptv2_eval", "shape": shape_name, "setting": setting, "dtype": contender.dtype,
                          "status": "ok"} | ev)
             print(row_line(rows[-1]), flush=True)
+            on_row(rows)
     del contender
     if device.type == "cuda":
         torch.cuda.empty_cache()
@@ -72,6 +77,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--contenders", default=DEFAULT_CONTENDERS, help=f"comma list of {', '.join(contenders.VARIANTS)}")
     p.add_argument("--shapes", default="roberta-large")
     p.add_argument("--settings", default=None, help="comma list (default: all of len128 len256 len512 dist)")
+    p.add_argument("--only-settings", default=None, help="with --contender: run these of the saved settings only")
     p.add_argument("--steps", type=int, default=None, help="measured steps (default 10, quick 2)")
     p.add_argument("--warmup", type=int, default=None, help="warm-up steps (default 3, quick 1)")
     p.add_argument("--batch-size", type=int, default=None, help="default 32, quick 4")
@@ -120,14 +126,22 @@ def main(argv: list[str] | None = None) -> None:
     if args.contender:  # one contender in its own process (the PEFT environment)
         data = torch.load(args.batches, weights_only=False)
         args.prompt_length, args.warmup = data["meta"]["prompt_length"], data["meta"]["warmup"]
+        if args.only_settings:  # the same saved batches, fewer settings
+            data["settings"] = {k: v for k, v in data["settings"].items() if k in args.only_settings.split(",")}
         peak = matmul_peak(device, data["meta"]["quick"])
-        rows = [r for s in data["meta"]["shapes"] for r in run_one(args.contender, s, data, args, device, peak)]
         meta = _versions(device)
         if args.contender == "peft":
             import peft
 
             meta |= {"peft": peft.__version__}
-        args.json_out.write_text(json.dumps({"rows": rows, "meta": meta}, indent=1))
+        done: list[dict] = []
+
+        def save(rows: list[dict]) -> None:
+            args.json_out.write_text(json.dumps({"rows": done + rows, "meta": meta}, indent=1))
+
+        for shape_name in data["meta"]["shapes"]:
+            done += run_one(args.contender, shape_name, data, args, device, peak, save)
+        save([])
         return
     if args.merge:  # add rows from other processes to an existing result, re-render
         result = json.loads((args.out / "bench.json").read_text())

@@ -153,10 +153,10 @@ class MixedPromptPredictor:
         for i, run in enumerate(self.runs):
             if run.prefix is not None:
                 length = run.prefix.shape[3]
-                self.prefix_bank[i, run.layers, :, :, :length] = run.prefix
+                self.prefix_bank[i, run.layers, :, :, :length] = run.prefix.to(self.prefix_bank.device)
                 self.prefix_slots[i, run.layers, :length] = True
             if run.inputs is not None:
-                self.input_bank[i, : run.inputs.shape[0]] = run.inputs
+                self.input_bank[i, : run.inputs.shape[0]] = run.inputs.to(self.input_bank.device)
                 self.input_slots[i, : run.inputs.shape[0]] = True
         self.prefix_lengths = self.prefix_slots.any(1).sum(-1)
         self.input_lengths = self.input_slots.sum(-1)
