@@ -36,7 +36,7 @@ def read_sst2(path: Path) -> list[dict[str, Any]]:
             if not line.strip():
                 continue
             sentence, label = _split(path, line, i + 2)
-            out.append({"idx": i, "sentence": sentence.strip(), "label": int(label)})
+            out.append({"idx": i, "sentence": sentence.strip(), "label": _label(path, label, i + 2)})
     elif header == ["index", "sentence"]:
         for i, line in enumerate(lines[1:]):
             if not line.strip():
@@ -48,6 +48,19 @@ def read_sst2(path: Path) -> list[dict[str, Any]]:
             f"{path}: unexpected header {lines[0]!r}; expected 'sentence\\tlabel' or 'index\\tsentence'"
         )
     return out
+
+
+def _label(path: Path, label: str, lineno: int) -> int:
+    """0 / 1 as released; the names (negative / positive) are read too. Anything else: one line, not a crash."""
+    label = label.strip()
+    if label in ("0", "1"):
+        return int(label)
+    if label.lower() in SST2_LABELS:
+        return SST2_LABELS.index(label.lower())
+    raise UserError(
+        f"{path}:{lineno}: label {label!r}: SST-2 labels are 0/1 (negative/positive); "
+        "other labels: task=text_classification (README: Your own data)"
+    )
 
 
 def _split(path: Path, line: str, lineno: int) -> tuple[str, str]:

@@ -48,7 +48,8 @@ class Task:
         return len(self.label_names)
 
     def split_path(self, split: str) -> Path:
-        return self.data_root / self.cfg.path / self.cfg.files[split]
+        # task.path and task.files.<split> may be absolute (pathlib then drops what stands before them)
+        return self.data_root / Path(self.cfg.path).expanduser() / Path(self.cfg.files[split]).expanduser()
 
     def read(self, split: str) -> list[dict]:
         """Records of one split from the original files, else from the hub when it is reachable."""
@@ -57,10 +58,12 @@ class Task:
             return self.read_file(path, split)
         if self.cfg.get("hub") and hub_reachable():
             return self.read_hub(split)
-        raise UserError(
-            f"missing {path} for task={self.name}: put the {self.cfg.path} files there "
-            f"(or pass data.root=/folder/holding/{Path(self.cfg.path).parts[0]})"
+        where = Path(self.cfg.path)
+        hint = (
+            "task.path is absolute: check it and task.files.<split>" if where.is_absolute()
+            else f"or pass data.root=/folder/holding/{where.parts[0]}, or task.path=/absolute/folder"
         )
+        raise UserError(f"missing {path} for task={self.name}: put the {self.cfg.path} files there ({hint})")
 
     def read_file(self, path: Path, split: str) -> list[dict]:
         raise NotImplementedError
