@@ -22,7 +22,7 @@ SCHEMA_VERSION = 2
 # to redo a finished run. Everything else is part of the run's identity.
 _NOT_IDENTITY = (
     "results", "data.root", "model.path", "train.num_workers", "train.progress", "train.gpu_per_job", "train.compile",
-    "train.compile_mode", "train.compile_min_steps", "train.pad_to_multiple_of", "hydra",
+    "train.compile_mode", "train.compile_min_steps", "train.pad_to_multiple_of", "train.logger", "hydra",
 )
 # Keys added after runs existed: left out of the identity while null, so older runs keep their keys.
 _IDENTITY_IF_SET = ("prompt.init_from",)

@@ -29,6 +29,7 @@ from ptv2.errors import UserError
 from ptv2.inference import predict, to_device
 from ptv2.record import RunRecord
 from ptv2.results import read_metrics, run_dir, write_atomic, write_curves, write_json
+from ptv2.run_logger import open_logger
 from ptv2.speed import ROWS_MULTIPLE, ModelRunner, pack_length, use_packing
 
 
@@ -81,6 +82,7 @@ class Trainer:
         self.state = LoopState()
         self._resume()
         self.totals = distributed.StepTotals(self.ranks, self.device)
+        self.run_log = open_logger(cfg, out, self.ranks.main)  # train.logger: none | tensorboard | wandb
         self.first_step_s: float | None = None
         self.first_eval_s: float | None = None
 
@@ -181,6 +183,9 @@ class Trainer:
             raise UserError(f"loss became {loss} at epoch {epoch} step {self.state.step}: lower train.lr={self.cfg.train.lr}")
         self.state.loss_sum += loss
         self.state.train_tokens += tokens
+        # lr: after this step's scheduler update, i.e. the one the next step uses
+        global_step = (epoch - 1) * len(self.train_loader) + self.state.step
+        self.run_log.log_step(global_step, loss, self.optimizer.param_groups[0]["lr"])
         batches.set_postfix(loss=f"{self.state.loss_sum / self.state.step:.4f}")
         if stop:  # SIGTERM/SIGUSR1/SIGUSR2: save after this step and exit (re-run resumes here)
             if self.ranks.main:
@@ -202,6 +207,7 @@ class Trainer:
     def record_epoch(self, epoch: int, loss: float, lr: float, seconds: float, metrics: dict, outputs: dict) -> None:
         """Book the epoch; at a new best dev epoch keep its artifacts; write metrics.json and the checkpoint."""
         # train_s per epoch: the first epoch's start-up costs (allocator, kernels, compiling) show apart
+        self.run_log.log_epoch(epoch, metrics | {"train": {"epoch_loss": loss}})
         if self.record.add_epoch(epoch, loss, lr, metrics, seconds):
             write_atomic(self.out / "prompt_head.safetensors", safetensors_bytes(self.model.prompt_head_state()))
             _write_predictions(self.out / "predictions.json", self.built, outputs["dev"])
@@ -241,6 +247,7 @@ class Trainer:
         }
 
     def finish(self) -> RunRecord:
+        self.run_log.close()
         self.record.status = "done"
         if self.ranks.main:
             write_json(self.out / "metrics.json", self.record.to_json())
