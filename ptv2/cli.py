@@ -11,10 +11,12 @@ import traceback
 from contextlib import nullcontext
 
 import hydra
+from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
+from ptv2 import __version__, paper
 from ptv2.config import CONF_DIR
 from ptv2.errors import UserError
 
@@ -74,17 +76,25 @@ def _dry_run(cfg: DictConfig, overrides) -> None:
     """List instead of train: the job's overrides, run directory and whether it would be skipped
     (multitask=<family>: stage 1 and every stage-2 run, by task name)."""
     from ptv2.mpt2 import family_runs, is_multitask
-    from ptv2.results import read_metrics, run_dir
+    from ptv2.results import run_status
 
     runs = family_runs(cfg, list(overrides)) if is_multitask(cfg) else [("", cfg)]
     for label, run_cfg in runs:
-        directory = run_dir(run_cfg)
-        status = (read_metrics(directory) or {}).get("status") or "to run"
-        if status == "done" and run_cfg.results.force:
-            status = "done, forced: to run"
+        directory, status = run_status(run_cfg)
         _dry_run_status.append(status)
         named = f"{label} {run_cfg.task.name}: " if label else ""
         print(f"[{status}] {named}{directory}  ({' '.join(overrides)})")
+
+
+def _run_paper(argv: list[str]) -> None:
+    """+experiment=paper: print the plan (ptv2/paper.py); then, unless a dry run, each table's sweep in turn."""
+    for sweep in paper.sweeps(argv, CONF_DIR):
+        saved, sys.argv = sys.argv, ["ptv2-train", *sweep]
+        try:
+            _app()
+        finally:
+            sys.argv = saved
+            GlobalHydra.instance().clear()
 
 
 def _exit_with(error: UserError) -> None:
@@ -93,13 +103,19 @@ def _exit_with(error: UserError) -> None:
 
 
 def main() -> None:
+    if "--version" in sys.argv[1:]:  # before Hydra: its own --version prints Hydra's
+        print(f"ptv2 {__version__}")
+        return
     _failed_jobs.clear()  # per invocation (tests call main() repeatedly in one process)
     _dry_run_status.clear()
     try:
         _check_choices(sys.argv[1:])
+        if paper.requested(sys.argv[1:]):
+            _run_paper(sys.argv[1:])
+        else:
+            _app()
     except UserError as error:
         _exit_with(error)
-    _app()
     if _dry_run_status:
         counts = {s: _dry_run_status.count(s) for s in dict.fromkeys(_dry_run_status)}
         print(f"dry run: {len(_dry_run_status)} job(s): " + ", ".join(f"{n} {s}" for s, n in counts.items()))

@@ -58,6 +58,16 @@ def run_dir(cfg: DictConfig) -> Path:
     return Path(cfg.results.root) / group / cfg.task.name / cfg.model.name / cfg.method.name / run_key(cfg)
 
 
+def run_status(cfg: DictConfig) -> tuple[Path, str]:
+    """(run directory, what a dry run says of it): done / failed / running / "to run" (no metrics yet), and
+    "done, forced: to run" under results.force=true."""
+    directory = run_dir(cfg)
+    status = (read_metrics(directory) or {}).get("status") or "to run"
+    if status == "done" and cfg.results.get("force"):
+        status = "done, forced: to run"
+    return directory, status
+
+
 def _json_safe(value: Any) -> Any:
     """NaN/inf are not JSON: metrics of an empty subset (e.g. SQuAD 2.0 has-answer) become null."""
     if isinstance(value, float) and not math.isfinite(value):
