@@ -11,7 +11,7 @@ DEMO_NOTE := $(if $(filter tests/fixtures/data,$(DEMO_DATA)),data = the small ha
   and NOT real SST-2 (none at $(SHARED_DATA)/glue/SST-2/train.tsv; SHARED_DATA=/folder/holding/glue for it): \
   the accuracy means little,data = the real SST-2 from $(SHARED_DATA))
 
-.PHONY: install demo test lint tables figures bench status clean
+.PHONY: install demo test lint tables figures bench status paper paper-plan clean
 
 $(BIN)/ptv2-train: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -48,6 +48,14 @@ bench: install  # training speed/memory benchmark (GPU; add --quick for a CPU sm
 
 status: install
 	$(BIN)/ptv2-status --results results
+
+# The whole paper as one planned sweep (ptv2/paper.py, conf/experiment/paper.yaml). paper-plan only plans it:
+# runs, done, estimated GPU-hours. PAPER_ARGS: e.g. 'hydra/launcher=slurm data.root=/data paper.models=[roberta-large]'
+paper: install
+	$(BIN)/ptv2-train -m +experiment=paper $(PAPER_ARGS)
+
+paper-plan: install
+	$(BIN)/ptv2-train -m +experiment=paper results.dry_run=true $(PAPER_ARGS)
 
 clean:
 	rm -rf $(VENV) results/runs results/.hydra .pytest_cache
