@@ -122,3 +122,13 @@ def test_paper_runs_its_tables_sweeps_and_a_rerun_skips_them(tmp_path):
     again = run_cli(*args)
     assert again.returncode == 0 and "paper: 1 run (1 done)" in again.stdout
     assert "paper: table4" not in again.stdout  # nothing left: no sweep launched
+
+
+def test_a_bad_override_in_the_paper_is_one_line_exit_2(tmp_path):
+    result = run_cli("-m", "+experiment=paper", "paper.tables=[table4]", "train.nope=3", f"results.root={tmp_path}",
+                     "results.dry_run=true")
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Could not override 'train.nope'" in lines[0], result.stderr
+    unknown = run_cli("-m", "+experiment=paper", "paper.tables=[table9]", "results.dry_run=true")
+    assert unknown.returncode == 2 and "paper.tables: no experiment 'table9'" in unknown.stderr
