@@ -49,7 +49,8 @@ def test_csv_with_text_labels_and_bom(tmp_path):
     assert metrics["majority_baseline"]["dev"]["accuracy"] == pytest.approx(200 / 3)
     predictions = json.loads((run / "predictions.json").read_text())
     assert len(predictions) == 3 and set(predictions.values()) <= {"neg", "pos"}
-    assert metrics["params"]["stored"] == 4096 + 32 * 2 + 2  # tiny-bert prefix + a 2-label head
+    # tiny-bert prefix + a 2-label head + the pooler the cls head reads (head_pool=pooler: 32*32+32, stored)
+    assert metrics["params"]["stored"] == 4096 + 32 * 2 + 2 + 1056
 
 
 def test_headerless_tsv_by_column_index_with_integer_labels(tmp_path):
@@ -64,7 +65,7 @@ def test_headerless_tsv_by_column_index_with_integer_labels(tmp_path):
     # integer labels index task.labels; majority of train is 1 (positive): right on 1 of 3
     assert metrics["majority_baseline"]["dev"]["accuracy"] == pytest.approx(100 / 3)
     assert set(json.loads((run / "predictions.json").read_text()).values()) <= {"negative", "positive", "neutral"}
-    assert metrics["params"]["stored"] == 4096 + 32 * 3 + 3
+    assert metrics["params"]["stored"] == 4096 + 32 * 3 + 3 + 1056  # 3 labels (+ the pooler, as above)
 
 
 def test_jsonl_sentence_pairs(tmp_path):
