@@ -17,7 +17,7 @@ import sys
 from omegaconf import OmegaConf
 
 from ptv2.backbone import load_backbone
-from ptv2.cli import CONF_DIR
+from ptv2.config import CONF_DIR
 from ptv2.tasks.base import build_task
 
 
