@@ -6,8 +6,12 @@ SHARED_DATA ?= ../shared/data
 # The demo: a real pretrained encoder (MiniLM from PyPI) with P-Tuning v2 on SST-2 when the real data is
 # beside the checkout, else on the small hand-written fixtures shipped in tests/.
 DEMO_DATA := $(if $(wildcard $(SHARED_DATA)/glue/SST-2/train.tsv),$(SHARED_DATA),tests/fixtures/data)
+# (no commas inside the texts: they would split $(if ...)'s arguments)
+DEMO_NOTE := $(if $(filter tests/fixtures/data,$(DEMO_DATA)),data = the small hand-written fixtures in tests/fixtures/data \
+  and NOT real SST-2 (none at $(SHARED_DATA)/glue/SST-2/train.tsv; SHARED_DATA=/folder/holding/glue for it): \
+  the accuracy means little,data = the real SST-2 from $(SHARED_DATA))
 
-.PHONY: install demo test lint tables figures bench status clean
+.PHONY: install demo test lint tables figures bench status paper paper-plan clean
 
 $(BIN)/ptv2-train: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -21,9 +25,11 @@ $(BIN)/ptv2-train: pyproject.toml
 install: $(BIN)/ptv2-train
 
 demo: install
+	@echo "make demo: $(DEMO_NOTE)"
 	HF_HUB_OFFLINE=1 $(BIN)/ptv2-train task=sst2 model=minilm method=pt2 prompt_length=16 \
 	  data.root=$(DEMO_DATA) data.max_train_samples=2000 data.max_eval_samples=872 \
 	  train.epochs=3 train.lr=1e-2 train.batch_size=32 results.experiment=demo
+	@echo "make demo: $(DEMO_NOTE)"
 
 test: install
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest
@@ -42,6 +48,14 @@ bench: install  # training speed/memory benchmark (GPU; add --quick for a CPU sm
 
 status: install
 	$(BIN)/ptv2-status --results results
+
+# The whole paper as one planned sweep (ptv2/paper.py, conf/experiment/paper.yaml). paper-plan only plans it:
+# runs, done, estimated GPU-hours. PAPER_ARGS: e.g. 'hydra/launcher=slurm data.root=/data paper.models=[roberta-large]'
+paper: install
+	$(BIN)/ptv2-train -m +experiment=paper $(PAPER_ARGS)
+
+paper-plan: install
+	$(BIN)/ptv2-train -m +experiment=paper results.dry_run=true $(PAPER_ARGS)
 
 clean:
 	rm -rf $(VENV) results/runs results/.hydra .pytest_cache

@@ -17,13 +17,14 @@ from contextlib import nullcontext
 from pathlib import Path
 
 import hydra
+from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.errors import HydraException
 from hydra.types import RunMode
 from omegaconf import DictConfig
 from omegaconf.errors import OmegaConfBaseException
 
-from ptv2 import sweep
+from ptv2 import __version__, paper, sweep
 from ptv2.config import CONF_DIR
 from ptv2.errors import UserError
 from ptv2.lock import RunLocked, describe
@@ -161,17 +162,34 @@ def _list_run(cfg: DictConfig, overrides: list[str], located: tuple[Path | None,
     sweep.record("running elsewhere" if holder else status, overrides, dry_run=True)
 
 
+def _run_paper(argv: list[str]) -> None:
+    """+experiment=paper: print the plan (ptv2/paper.py); then, unless a dry run, each table's sweep in turn."""
+    for table_sweep in paper.sweeps(argv, CONF_DIR):
+        saved, sys.argv = sys.argv, ["ptv2-train", *table_sweep]
+        try:
+            _app()
+        finally:
+            sys.argv = saved
+            GlobalHydra.instance().clear()
+
+
 def _exit_with(message: str) -> None:
     print(f"ptv2-train: error: {message}", file=sys.stderr)
     sys.exit(2)
 
 
 def main() -> None:
+    if "--version" in sys.argv[1:]:  # before Hydra: its own --version prints Hydra's
+        print(f"ptv2 {__version__}")
+        return
     sweep.reset()  # per invocation (tests call main() repeatedly in one process)
     os.environ["HYDRA_FULL_ERROR"] = "1"  # Hydra raises its errors instead of printing them: one line below
     try:
         _check_choices(sys.argv[1:])
-        _app()
+        if paper.requested(sys.argv[1:]):
+            _run_paper(sys.argv[1:])
+        else:
+            _app()
     except UserError as error:
         _exit_with(str(error))
     except (HydraException, OmegaConfBaseException) as error:

@@ -38,7 +38,8 @@ class MissingInput(UserError):
 
 # -- where a run's inputs come from ------------------------------------------------------------------------
 def split_path(task_cfg: DictConfig, data_root: str | Path, split: str) -> Path:
-    return Path(data_root).expanduser() / task_cfg.path / task_cfg.files[split]
+    # task.path and task.files.<split> may be absolute (pathlib then drops what stands before them)
+    return Path(data_root).expanduser() / Path(task_cfg.path).expanduser() / Path(task_cfg.files[split]).expanduser()
 
 
 def split_source(task_cfg: DictConfig, data_root: str | Path, split: str) -> Path | None:
@@ -48,11 +49,10 @@ def split_source(task_cfg: DictConfig, data_root: str | Path, split: str) -> Pat
         return path
     if task_cfg.get("hub") and hub_reachable():
         return None
-    raise MissingInput(
-        "data",
-        f"missing {path} for task={task_cfg.name}: put the {task_cfg.path} files there "
-        f"(or pass data.root=/folder/holding/{Path(task_cfg.path).parts[0]})",
-    )
+    where = Path(task_cfg.path)
+    hint = ("task.path is absolute: check it and task.files.<split>" if where.is_absolute()
+            else f"or pass data.root=/folder/holding/{where.parts[0]}, or task.path=/absolute/folder")
+    raise MissingInput("data", f"missing {path} for task={task_cfg.name}: put the {task_cfg.path} files there ({hint})")
 
 
 def weights_source(model_cfg: DictConfig) -> Path | str | None:
@@ -130,7 +130,8 @@ def data_fingerprint(cfg: DictConfig, cache: _HashCache) -> dict[str, dict]:
     fingerprint = {}
     for prefix, task in _run_tasks(cfg).items():
         for split in dict.fromkeys(["train", *cfg.task.eval_splits]):
-            if split not in (task.get("files") or {}):
+            derived = split == "dev" and task.get("dev_fraction")  # carved out of train: train's entry covers it
+            if split not in (task.get("files") or {}) or derived:
                 continue
             source = split_source(task, cfg.data.root, split)
             name = f"{prefix}/{split}" if prefix else split

@@ -14,7 +14,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from ptv2.atomic import write_atomic
-from ptv2.identity import fingerprints, weights_source
+from ptv2.identity import MissingInput, fingerprints, weights_source
 
 # 2: the run key and metrics.json's `identity` cover the data and weights by content (ptv2/identity.py);
 #    SRL `f1` is seqeval over all labels (verb span included, the official score; `f1_args` = arguments only);
@@ -97,6 +97,20 @@ def run_identity(cfg: DictConfig) -> dict:
         "data": {"root": str(Path(cfg.data.root).expanduser().resolve()), "splits": prints["data"]},
         "weights": {"source": str(source) if source else "random init from model.tiny and seed", **prints["weights"]},
     }
+
+
+def run_status(cfg: DictConfig) -> tuple[Path, str]:
+    """(run directory, what a dry run says of it): done / failed / running / "to run" (no metrics yet), and
+    "done, forced: to run" under results.force=true; without its data or weights the key is unknown:
+    (its folder up to the key, "to run, data absent" / "to run, weights absent")."""
+    try:
+        directory = run_dir(cfg)
+    except MissingInput as missing:
+        return run_parent(cfg) / f"s{cfg.seed}-?", f"to run, {missing.what} absent"
+    status = (read_metrics(directory) or {}).get("status") or "to run"
+    if status == "done" and cfg.results.get("force"):
+        status = "done, forced: to run"
+    return directory, status
 
 
 def _json_safe(value: Any) -> Any:

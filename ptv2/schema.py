@@ -301,8 +301,11 @@ class Results(Strict):
 
 
 class Paper(Loose):  # +experiment=paper
-    models: TextList
+    tables: TextList
+    models: OptTextList = None  # null: each table's paper backbones
     seeds: IntList
+    list: Bool = False
+    backbones: Mapping = {}
 
 
 class Config(Strict):

@@ -38,6 +38,7 @@ from ptv2.results import (
     write_curves,
     write_json,
 )
+from ptv2.run_logger import open_logger
 from ptv2.speed import ROWS_MULTIPLE, ModelRunner, pack_length, use_packing
 
 
@@ -111,6 +112,7 @@ class Trainer:
         self.state = LoopState()
         self._resume()
         self.totals = distributed.StepTotals(self.ranks, self.device)
+        self.run_log = open_logger(cfg, out, self.ranks.main)  # train.logger: none | tensorboard | wandb
         self.first_step_s: float | None = None
         self.first_eval_s: float | None = None
         self.loss_watch = LossWatch(cfg.train.lr)  # NaN, inf or a finite explosion: the run fails
@@ -211,6 +213,9 @@ class Trainer:
         self.loss_watch.check(loss, epoch, self.state.step)
         self.state.loss_sum += loss
         self.state.train_tokens += tokens
+        # lr: after this step's scheduler update, i.e. the one the next step uses
+        global_step = (epoch - 1) * len(self.train_loader) + self.state.step
+        self.run_log.log_step(global_step, loss, self.optimizer.param_groups[0]["lr"])
         batches.set_postfix(loss=f"{self.state.loss_sum / self.state.step:.4f}")
         if stop:  # SIGTERM/SIGUSR1/SIGUSR2: save after this step and exit (re-run resumes here)
             if self.ranks.main:
@@ -232,6 +237,7 @@ class Trainer:
     def record_epoch(self, epoch: int, loss: float, lr: float, seconds: float, metrics: dict, outputs: dict) -> None:
         """Book the epoch; at a new best dev epoch keep its artifacts; write metrics.json and the checkpoint."""
         # train_s per epoch: the first epoch's start-up costs (allocator, kernels, compiling) show apart
+        self.run_log.log_epoch(epoch, metrics | {"train": {"epoch_loss": loss}})
         if self.record.add_epoch(epoch, loss, lr, metrics, seconds):
             write_atomic(self.out / "prompt_head.safetensors", safetensors_bytes(self.model.prompt_head_state()))
             _write_predictions(self.out / "predictions.json", self.built, outputs["dev"])
@@ -271,6 +277,7 @@ class Trainer:
         }
 
     def finish(self) -> RunRecord:
+        self.run_log.close()
         self.record.status = "done"
         if self.ranks.main:
             write_json(self.out / "metrics.json", self.record.to_json())

@@ -13,6 +13,18 @@ import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never touch the hub
 FIXTURE_DATA = Path(__file__).resolve().parent / "fixtures" / "data"
+TEST_MODEL = "tiny-bert"  # the suite's backbone unless a test names one (ptv2's own default is the real minilm)
+
+
+def with_test_model(args) -> list[str]:
+    """``args`` plus ``model=tiny-bert`` unless they choose a model themselves (``model=`` or an experiment)
+    or ask for --help / --version (which show ptv2's own defaults)."""
+    args = list(args)
+    if any(a.lstrip("+").startswith(("model=", "experiment=")) or a in ("--help", "--version") for a in args):
+        return args
+    # just before the first override: Hydra takes none after `--cfg job`, and none before `-m`
+    at = next((i for i, a in enumerate(args) if "=" in a and not a.startswith("-")), len(args))
+    return [*args[:at], f"model={TEST_MODEL}", *args[at:]]
 
 
 def shared_data_path() -> Path | None:
@@ -39,11 +51,12 @@ def shared_data() -> Path:
 
 
 def run_cli(*args: str, subprocess_: bool = False, timeout: int = 300) -> subprocess.CompletedProcess:
-    """Run `ptv2-train ARGS`; returns a CompletedProcess (returncode, stdout, stderr).
+    """Run `ptv2-train ARGS` (with ``model=tiny-bert`` unless ARGS choose a model); returns a CompletedProcess.
 
     In-process by default (imports torch/transformers once for the whole suite, which keeps the suite
     fast on 2 cores); `subprocess_=True` for tests that need a real process (signals, exit paths).
     """
+    args = tuple(with_test_model(args))
     if subprocess_:
         env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
         return subprocess.run(
@@ -75,6 +88,6 @@ def tiny_cfg():
 
     def compose_cfg(*overrides: str):
         with initialize_config_dir(config_dir=str(CONF_DIR), version_base=None):
-            return compose(config_name="config", overrides=list(overrides))
+            return compose(config_name="config", overrides=with_test_model(overrides))
 
     return compose_cfg

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import run_cli
+from conftest import run_cli, with_test_model
 from hydra import compose, initialize_config_dir
 from transformers import AutoConfig, AutoModel, AutoModelForMaskedLM
 
@@ -27,7 +27,7 @@ REPO = Path(__file__).resolve().parent.parent
 
 def _cfg(*overrides: str, hydra: bool = False):
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base=None):
-        return compose("config", overrides=["train.attention=eager", *overrides], return_hydra_config=hydra)
+        return compose("config", overrides=with_test_model(["train.attention=eager", *overrides]), return_hydra_config=hydra)
 
 
 def _model(*overrides: str, num_labels: int = 2):

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import FIXTURE_DATA, run_cli
+from conftest import FIXTURE_DATA, run_cli, with_test_model
 
 from ptv2.config import CONF_DIR
 from ptv2.schema import validate
@@ -61,7 +61,7 @@ def _compose(*overrides: str):
     from hydra import compose, initialize_config_dir
 
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base=None):
-        return compose(config_name="config", overrides=list(overrides))
+        return compose(config_name="config", overrides=with_test_model(overrides))
 
 
 def _choices(group: str) -> list[str]:
@@ -88,7 +88,8 @@ def test_keys_other_work_adds_are_accepted_now():
     validate(_compose(
         "++prompt.init_std=0.02", "++prompt.shift_positions=true", "++head_pool=pooler", "++head_init_std=0.02",
         "++task.template=0", "++multitask.prompt_length=16", "++train.packing=auto", "train.compile=auto",
-        "++train.logger=tensorboard", "results.wait=true", "++paper.models=[roberta-large]", "++paper.seeds=[11,22]",
+        "++train.logger=tensorboard", "results.wait=true", "++paper.tables=[table4]", "++paper.models=[roberta-large]",
+        "++paper.seeds=[11,22]",
         "++task.format=csv", "++task.text_fields=[sentence]", "++task.label_field=label", "++task.header=true",
         "++task.dev_fraction=0.1", "++task.token_column=0", "++task.tag_column=-1", "++model.tiny.config.foo=1",
         "++task.brand_new_key=1",  # a new task YAML may bring its own keys

