@@ -10,8 +10,8 @@ import torch
 from conftest import FIXTURE_DATA, run_cli
 from safetensors.torch import load_file, save_file
 
+from ptv2 import MixedPromptPredictor
 from ptv2.errors import UserError
-from ptv2.mixed import MixedPromptPredictor
 from ptv2.predict import main as predict_main
 from ptv2.predict import predict_split
 
