@@ -170,12 +170,15 @@ def test_builtin_task_reads_an_absolute_task_path_and_file_names(tmp_path):
     assert missing.returncode == 2 and "task.path is absolute" in missing.stderr
 
 
-def test_sst2_file_with_text_labels_reads_names_and_refuses_others_in_one_line(tmp_path):
+def test_sst2_file_with_text_labels_points_to_text_classification_in_one_line(tmp_path):
     from ptv2.formats.glue import read_sst2
 
     path = tmp_path / "train.tsv"
-    path.write_text("sentence\tlabel\ngood film\tpositive\nbad film\t0\n")
-    assert [r["label"] for r in read_sst2(path)] == [1, 0]
-    path.write_text("sentence\tlabel\ngood film\tpositive\nso-so\tneutral\n")
-    with pytest.raises(UserError, match=rf"^{path}:3: label 'neutral'"):
+    path.write_text("sentence\tlabel\ngood film\t1\nbad film\tnegative\n")
+    with pytest.raises(UserError, match=rf"^{path}:3: label 'negative' is not one of the integers 0..1 \(text labels: task=text_classification"):
         read_sst2(path)
+    text_file = tmp_path / "polarity.tsv"
+    text_file.write_text("sentence\tlabel\ngood film\tpositive\nbad film\tnegative\n")
+    metrics, _ = _finished(_train(tmp_path, "task=text_classification", f"task.path={tmp_path}", "task.files.train=polarity.tsv",
+                                  "task.files.dev=polarity.tsv", "task.text_fields=[sentence]"))
+    assert "accuracy" in metrics["best"]["dev"]  # the same file, read by the generic task with its names

@@ -22,8 +22,8 @@ MISSING_HINT = "download GLUE SST-2 and point data.root at the folder holding gl
 def read_sst2(path: Path, num_labels: int = len(SST2_LABELS)) -> list[dict[str, Any]]:
     """Read one SST-2 split tsv (train/dev with labels, test without) into records.
 
-    Labels are the integers 0 .. num_labels-1, as the release writes them, or SST-2's names
-    (negative / positive, any case); anything else is one UserError naming ``path:line``.
+    Labels are the integers 0 .. num_labels-1, as the release writes them; anything else (a label name,
+    another number) is one UserError naming ``path:line``.
     """
     path = Path(path)
     if not path.is_file():
@@ -65,11 +65,7 @@ def _split(path: Path, line: str, lineno: int) -> tuple[str, str]:
 
 def _label(path: Path, lineno: int, text: str, num_labels: int) -> int:
     value = text.strip()
-    if value.isdigit() and int(value) < num_labels:
-        return int(value)
-    names = SST2_LABELS if num_labels == len(SST2_LABELS) else []
-    if value.lower() in names:
-        return names.index(value.lower())
-    named = f" or {'/'.join(names)}" if names else ""
-    raise UserError(f"{path}:{lineno}: label {text!r} is not one of the integers 0..{num_labels - 1}{named} "
-                    "(other labels: task=text_classification, README: Your own data)")
+    if not value.isdigit() or int(value) >= num_labels:  # the release's labels are integers: a name is a wrong file
+        raise UserError(f"{path}:{lineno}: label {text!r} is not one of the integers 0..{num_labels - 1} "
+                        "(text labels: task=text_classification, README: Your own data)")
+    return int(value)
