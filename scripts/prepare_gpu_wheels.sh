@@ -3,7 +3,7 @@
 #   .whl/base  hydra-core, omegaconf, antlr4 (built here: sdist only), seqeval (built here: sdist only), pydantic
 #   .whl/peft  transformers 5.23.0 + peft for the PEFT contender's own environment (PEFT refuses
 #              BERT/RoBERTa on transformers 5.24; the image's torch 2.11 and accelerate 1.15 serve it).
-# Usage: scripts/prepare_gpu_wheels.sh   (then carry .whl; scripts/bench_gpu.sh installs them)
+# Usage: scripts/prepare_gpu_wheels.sh   (then carry .whl; benchmarks/gpu.sh and scripts/real_evidence.sh install them)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
