@@ -39,6 +39,9 @@ lint: install
 
 tables: install
 	$(BIN)/python -m ptv2.report.tables --results results --out results/tables
+	# docs/real_evidence.md's generated block, from the MiniLM runs committed under docs/real_evidence/
+	$(BIN)/python -m ptv2.report.real_evidence --results docs/real_evidence --convergence docs/real_evidence_convergence \
+	  --doc docs/real_evidence.md
 
 figures: install
 	$(BIN)/python -m ptv2.report.figures --results results --out results/figures

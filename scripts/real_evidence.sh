@@ -2,9 +2,9 @@
 # Real evidence on the GPU machine: MiniLM (real pretrained weights) on real data, FT vs PT vs PT-2, the grid of
 # conf/experiment/real_minilm.yaml. From the repo root with .whl/base, .carry/minilm, .carry/data.tar.gz (and
 # .carry/baseline for the speed part) carried; build them with: python scripts/prepare_real_evidence.py --wheels
-#   bash scripts/real_evidence.sh PART [PART ...]      PART: speed conll sentence qa fidelity
-# Each grid part stops launching runs at its deadline (REAL_DEADLINE_S, default 540 s from the start, shared by
-# the parts in order); $OUT/real_results.tgz holds metrics.json, curves.csv and config.yaml of every run (no
+#   bash scripts/real_evidence.sh PART [PART ...]      PART: speed conll sentence qa fidelity convergence
+# REAL_PARALLEL runs side by side (default 6); the grid parts share one scheduler and one deadline
+# (REAL_DEADLINE_S, default 540 s from the start), after the speed part when asked for; $OUT/real_results.tgz holds metrics.json, curves.csv and config.yaml of every run (no
 # weights) and the logs.
 set -uo pipefail
 START=$(date +%s)
@@ -17,15 +17,15 @@ export PYTHONPATH=/tmp/site:$PWD TOKENIZERS_PARALLELISM=false HF_HUB_OFFLINE=1 P
 DATA=/tmp/real_data
 [ -d $DATA/data ] || { mkdir -p $DATA && tar -xzf .carry/data.tar.gz -C $DATA; } || exit 1
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader || true
-for part in "$@"; do
-  left=$((DEADLINE - $(date +%s)))
-  [ $left -le 30 ] && { echo "deadline reached: part $part not started"; continue; }
-  if [ "$part" = speed ]; then
-    timeout $left python3 -m benchmarks.real_run_speed --data-root $DATA/data --out "$OUT/speed.json"
-  else
-    python3 scripts/real_evidence.py "$part" --deadline-s $left --data-root $DATA/data
-  fi
-done
+GRID=()  # every part but speed goes to one scheduler, so runs of several parts share the GPU
+for part in "$@"; do [ "$part" = speed ] || GRID+=("$part"); done
+if [[ " $* " == *" speed "* ]]; then
+  timeout $((DEADLINE - $(date +%s))) python3 -m benchmarks.real_run_speed --data-root $DATA/data --out "$OUT/speed.json"
+fi
+left=$((DEADLINE - $(date +%s)))
+if [ ${#GRID[@]} -gt 0 ] && [ $left -gt 30 ]; then
+  python3 scripts/real_evidence.py "${GRID[@]}" --deadline-s $left --parallel "${REAL_PARALLEL:-6}" --data-root $DATA/data
+fi
 tar -czf "$OUT/real_results.tgz" --exclude='*.safetensors' --exclude='.hydra' --exclude='checkpoint' \
-  --exclude='predictions.json' results/real_minilm results/fidelity results/real_logs 2>/dev/null
+  --exclude='predictions.json' results/real_minilm results/real_minilm_convergence results/fidelity results/real_logs 2>/dev/null
 echo "wrote $OUT/real_results.tgz ($(du -h "$OUT/real_results.tgz" | cut -f1)) in $(( $(date +%s) - START ))s"

@@ -75,3 +75,22 @@ def test_real_minilm_grid_is_the_fixed_one() -> None:
     assert len(jobs) == 2 * 2 + 3 * 2 + 3 * 2 * 2  # FT 2 lrs x 2 seeds, PT 3 P x 2 lrs, PT-2 3 P x 2 lrs x 2 seeds
     assert jobs[0].endswith("seed=11") and jobs[-1].endswith("seed=22")  # a cut part keeps every first seed
     assert sum("method=pt2" in j and "prompt_length=128" in j for j in jobs) == 4
+
+
+def test_real_evidence_schedule_estimates() -> None:
+    """Longer jobs first within a seed; the convergence check is the grid's best config at 1.5x the epochs."""
+    import sys
+
+    sys.path.insert(0, str(ROOT / "scripts"))
+    from real_evidence import convergence_jobs, expected_s, grid_jobs
+
+    jobs = grid_jobs(["sst2", "cb"])
+    first_seed = [j for j in jobs if j[-1] == "seed=11"]
+    assert [expected_s(j) for j in first_seed] == sorted((expected_s(j) for j in first_seed), reverse=True)
+    assert first_seed[0][0] == "task=sst2"  # the biggest data set leads, not the most epochs (cb: 50)
+    pt, pt2 = (["task=conll03", f"method={m}", "prompt_length=128"] for m in ("pt", "pt2"))
+    assert expected_s(pt) > expected_s(pt2)  # PT's input prompt lengthens every sequence
+    assert expected_s([*pt2, "real_minilm.budget.conll03.epochs.pt2=45"]) > expected_s(pt2)
+    check = convergence_jobs()
+    assert [j[1] for j in check] == ["method=ft", "method=pt2"]
+    assert all("results.experiment=real_minilm_convergence" in j for j in check)

@@ -18,13 +18,14 @@ def write_run(root: Path, task: str, model: str, method: str, seed: int, best: d
               depth_range: str = "1-24", num_layers: int = 24, lr: float = 0.005, report_split: str = "dev",
               primary_metric: str = "accuracy", family: str = "superglue", majority: dict | None = None,
               train_s: float = 100.0, trainable_pct: float = 0.3, max_train_samples: int | None = None,
-              train_sha: str = "a" * 64, schema_version: int = SCHEMA_VERSION) -> Path:
-    key = f"{head}-{prompt_length}-{reparam}-{depth_range}-{lr}-{seed}-{max_train_samples}-{train_sha[:4]}"
+              train_sha: str = "a" * 64, schema_version: int = SCHEMA_VERSION, dev_curve: list[float] | None = None,
+              epochs: int = 10) -> Path:
+    key = f"{head}-{prompt_length}-{reparam}-{depth_range}-{lr}-{seed}-{max_train_samples}-{train_sha[:4]}-{epochs}"
     run_dir = root / "runs" / task / model / method / key
     run_dir.mkdir(parents=True)
     identity = {  # as results.run_identity writes it: the config without seed and sample limits, data by content
         "key": key, "config": {"prompt_length": prompt_length, "reparam.type": reparam, "train.lr": lr,
-                               "depth_range.layers": depth_range, "head": head},
+                               "depth_range.layers": depth_range, "head": head, "train.epochs": epochs},
         "samples": {"max_train_samples": max_train_samples, "max_eval_samples": None},
         "data": {"root": "/data", "splits": {"train": {"file": "t/train.jsonl", "bytes": 10, "sha256": train_sha}}},
         "weights": {"source": "/models/x", "files": {"config.json": {"bytes": 1, "sha256": "c" * 64}}},
@@ -35,7 +36,8 @@ def write_run(root: Path, task: str, model: str, method: str, seed: int, best: d
         "prompt_length": None if method == "ft" else prompt_length, "reparam": None if method == "ft" else reparam,
         "depth_range": depth_range if method in ("pt2", "mpt2") else "", "num_layers": num_layers, "seed": seed,
         "experiment": None, "stage1_run": None, "primary_metric": primary_metric, "report_split": report_split,
-        "splits": list(best), "best_epoch": 3, "best": best, "majority_baseline": majority, "epochs": [],
+        "splits": list(best), "best_epoch": 3, "best": best, "majority_baseline": majority,
+        "epochs": [{"epoch": i + 1, "metrics": {"dev": {primary_metric: v}}} for i, v in enumerate(dev_curve or [])],
         "params": {"backbone": 1000, "trainable": 3, "stored": 1, "trainable_pct": trainable_pct, "stored_pct": 0.1},
         "timing": {"wall_s": train_s + 10, "train_s": train_s}, "hparams": {"lr": lr, "epochs": 10},
         "overrides": [], "versions": {}, "created": "2026-01-01T00:00:00Z",
@@ -212,3 +214,40 @@ def test_plot_curves(tmp_path: Path) -> None:
     (tmp_path / "curves.csv").write_text("epoch,train_loss,lr,dev/accuracy\n1,0.7,0.005,60.0\n2,0.5,0.004,65.0\n")
     path = figures.plot_curves(tmp_path)
     assert path == tmp_path / "curves.png" and path.stat().st_size > 0
+
+
+def test_real_evidence_doc_block(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """make tables' docs/real_evidence.md block: table, gaps, chosen configs with best epochs, convergence."""
+    from ptv2.report import real_evidence
+
+    root, longer = tmp_path / "runs", tmp_path / "longer"
+    ner = {"family": "ner", "primary_metric": "f1", "report_split": "test", "num_layers": 6, "depth_range": "1-6"}
+
+    def conll(where: Path, method: str, seed: int, lr: float, curve: list[float], test: float) -> None:
+        write_run(where, "conll03", "minilm", method, seed, {"dev": {"f1": max(curve)}, "test": {"f1": test}},
+                  lr=lr, dev_curve=curve, epochs=len(curve), **ner)
+
+    for seed in (1, 2):
+        conll(root, "ft", seed, 1e-4, [88.0, 90.0, 91.0], 87.0)
+        conll(root, "pt2", seed, 1e-2, [80.0, 89.0, 88.0], 85.0)
+    conll(root, "ft", 1, 3e-5, [80.0, 81.0, 82.0], 80.0)  # the worse FT config: not chosen
+    conll(root, "pt", 1, 1e-2, [70.0, 80.0, 84.0], 79.0)
+    conll(longer, "pt2", 1, 1e-2, [80.0, 89.0, 88.0, 89.5, 90.0], 86.0)  # the same config, 5 epochs
+    doc = tmp_path / "real_evidence.md"
+    doc.write_text(f"# Title\n\n{real_evidence.BEGIN}\nstale\n{real_evidence.END}\n\nhand-written\n")
+    argv = ["--results", str(root), "--convergence", str(longer), "--doc", str(doc)]
+    assert real_evidence.main(argv) == 0
+    text = doc.read_text()
+    assert text.startswith("# Title\n") and text.endswith("\n\nhand-written\n") and "stale" not in text
+    lines = text.splitlines()
+    assert "| conll03 | dev | f1 | — | 91.0 ± 0.0 (n=2) | 84.0 (n=1) | 89.0 ± 0.0 (n=2) | 0.300 | 100 | 100 | 100 |" in lines
+    assert "| conll03 | test | f1 | -2.0 | +6.0 |" in lines
+    assert "| conll03 | FT | 2 | train.lr=0.0001 | 1, 2 | 3/3, 3/3 |" in lines
+    assert "| conll03 | PT-2 | 1 | — | 1, 2 | 2/3, 2/3 |" in lines
+    assert "| conll03 | PT-2 | 1 | 89.00 (3) | 90.00 (5) | +1.00 |" in lines
+    assert "conll03 6/22" in text  # runs present against the experiment file's grid
+    assert real_evidence.main(argv) == 0 and doc.read_text() == text  # idempotent
+    doc.write_text("no markers\n")
+    assert real_evidence.main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "lacks the generated block's markers" in err[0]

@@ -444,10 +444,10 @@ def _num(x: float, spec: str = ".1f") -> str:
     return DASH if x is None or math.isnan(x) else format(x, spec)
 
 
-def render_real_minilm(table: pd.DataFrame) -> str:
+def render_real_minilm(table: pd.DataFrame, heading: str = "# Real evidence: MiniLM") -> str:
     head = ["Task", "Split", "Metric", "Majority", "FT", "PT", "PT-2", "PT-2 trainable %",
             "FT train s", "PT train s", "PT-2 train s"]
-    lines = ["# Real evidence: MiniLM", "",
+    lines = [*([heading, ""] if heading else []),
              "Mean ± sample std over seeds (n runs) of the best config per cell; majority = majority-class "
              "baseline on the same split; train s = mean `timing.train_s`.", "",
              "| " + " | ".join(head) + " |", "|---" * len(head) + "|"]
