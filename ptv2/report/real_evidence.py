@@ -47,7 +47,8 @@ def chosen_cells(runs: pd.DataFrame, cells: pd.DataFrame) -> list[dict]:
                  & (cells["split"] == "dev") & (cells["metric"] == cells["primary_metric"])]
     out = []
     for r in main.sort_values(["task", "method"]).itertuples():
-        mine = runs[(runs["task"] == r.task) & (runs["method"] == r.method) & (runs["config"] == r.config)]
+        mine = runs[(runs["model"] == r.model) & (runs["task"] == r.task) & (runs["method"] == r.method)
+                    & (runs["config"] == r.config)]
         dirs = mine.drop_duplicates("seed").sort_values("seed")
         out.append({"task": r.task, "method": r.method, "metric": r.metric, "n_configs": r.n_configs,
                     "config_note": r.config_note or DASH, "seeds": [int(s) for s in dirs["seed"]],
@@ -127,6 +128,7 @@ def grid_progress(runs: pd.DataFrame) -> str:
 
 
 def evidence_block(results: Path, convergence: Path | None) -> str:
+    """The whole generated block: table, grid progress, gaps, chosen configs, curves, convergence check."""
     runs = load_runs(results)
     cells = aggregate_cells(runs[~runs["partial_depth"].astype(bool)]) if len(runs) else pd.DataFrame()
     table = real_minilm_table(cells)
