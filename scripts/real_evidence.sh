@@ -26,6 +26,8 @@ left=$((DEADLINE - $(date +%s)))
 if [ ${#GRID[@]} -gt 0 ] && [ $left -gt 30 ]; then
   python3 scripts/real_evidence.py "${GRID[@]}" --deadline-s $left --parallel "${REAL_PARALLEL:-6}" --data-root $DATA/data
 fi
-tar -czf "$OUT/real_results.tgz" --exclude='*.safetensors' --exclude='.hydra' --exclude='checkpoint' \
+# checkpoints under 2 MB (PT: prompt + head) come back so the next call resumes those runs; FT ones are too big
+find results -name last.pt -size +2M > /tmp/big_checkpoints
+tar -czf "$OUT/real_results.tgz" --exclude='*.safetensors' --exclude='.hydra' -X /tmp/big_checkpoints \
   --exclude='predictions.json' results/real_minilm results/real_minilm_convergence results/fidelity results/real_logs 2>/dev/null
 echo "wrote $OUT/real_results.tgz ($(du -h "$OUT/real_results.tgz" | cut -f1)) in $(( $(date +%s) - START ))s"

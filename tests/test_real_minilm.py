@@ -82,7 +82,7 @@ def test_real_evidence_schedule_estimates() -> None:
     import sys
 
     sys.path.insert(0, str(ROOT / "scripts"))
-    from real_evidence import convergence_jobs, expected_s, grid_jobs
+    from real_evidence import convergence_jobs, expected_s, grid_jobs, may_start
 
     jobs = grid_jobs(["sst2", "cb"])
     first_seed = [j for j in jobs if j[-1] == "seed=11"]
@@ -92,5 +92,13 @@ def test_real_evidence_schedule_estimates() -> None:
     assert expected_s(pt) > expected_s(pt2)  # PT's input prompt lengthens every sequence
     assert expected_s([*pt2, "real_minilm.budget.conll03.epochs.pt2=45"]) > expected_s(pt2)
     check = convergence_jobs()
-    assert [j[1] for j in check] == ["method=ft", "method=pt2"]
+    assert [j[:2] for j in check] == [[f"task={t}", f"method={m}"] for t in ("conll03", "quoref") for m in ("ft", "pt2")]
+    assert "real_minilm.budget.quoref.epochs.pt2=15" in check[-1]  # 1.5x the grid's 10 epochs
     assert all("results.experiment=real_minilm_convergence" in j for j in check)
+    # a PT run checkpoints under 1 MB and resumes on the next call: it starts when half of it fits
+    pt_quoref = ["task=quoref", "method=pt", "prompt_length=128"]
+    ft_quoref = ["task=quoref", "method=ft", "prompt_length=16"]
+    half = expected_s(pt_quoref) / 2 + 20
+    assert may_start(pt_quoref, half, 1.0) and not may_start(pt_quoref, half, 2.5)
+    assert not may_start(ft_quoref, expected_s(ft_quoref) - 5, 1.0)
+    assert may_start(ft_quoref, expected_s(ft_quoref) + 20, 1.0)
