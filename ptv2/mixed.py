@@ -167,8 +167,11 @@ class MixedPromptPredictor:
 
     # -- batches ---------------------------------------------------------------------------------------
     def batches(self, batch_size: int, mixed: bool = True) -> list[list[tuple[int, int]]]:
-        """(run, feature) pairs per batch: the runs' examples taken in turn (mixed=False: run after run),
-        each example's features (a ReCoRD query's candidates, a MultiRC question's options) kept together."""
+        """(run, feature) pairs per batch, each example's features (a ReCoRD query's candidates, a MultiRC
+        question's options) kept together. Mixed: the runs' examples one run after another, runs ordered by
+        prompt length, filled across run boundaries; a batch attends over its longest run's prompt, so runs
+        of similar lengths share batches and only the batches at a boundary mix runs (mixed=False: each run's
+        batches alone)."""
         queues = []
         for r, run in enumerate(self.runs):
             groups: dict[int, list[tuple[int, int]]] = {}
@@ -177,7 +180,8 @@ class MixedPromptPredictor:
             queues.append(list(groups.values()))
         if not mixed:
             return [b for queue in queues for b in _fill(queue, batch_size)]
-        return _fill([group for turn in zip(*_padded(queues), strict=True) for group in turn if group], batch_size)
+        order = sorted(range(len(queues)), key=lambda r: int(self.prefix_lengths[r] + self.input_lengths[r]))
+        return _fill([group for r in order for group in queues[r]], batch_size)
 
     def _rows(self, units: list[tuple[int, int]]) -> tuple[dict, torch.Tensor, list[int]]:
         """The batch's sequences, one row each (a multiple-choice feature gives one row per choice), their
@@ -267,12 +271,6 @@ class MixedPromptPredictor:
         for run, path in zip(self.runs, paths, strict=True):
             write_submission(run.task, run.data, outputs[run.path], path)
         return paths
-
-
-def _padded(queues: list[list]) -> list[list]:
-    """The queues made as long as the longest (empty groups at the end), so zip takes every group."""
-    longest = max(len(q) for q in queues)
-    return [q + [[]] * (longest - len(q)) for q in queues]
 
 
 def _choices(feature: dict) -> bool:
