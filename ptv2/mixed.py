@@ -180,7 +180,8 @@ class MixedPromptPredictor:
             queues.append(list(groups.values()))
         if not mixed:
             return [b for queue in queues for b in _fill(queue, batch_size)]
-        order = sorted(range(len(queues)), key=lambda r: int(self.prefix_lengths[r] + self.input_lengths[r]))
+        lengths = (self.prefix_lengths + self.input_lengths).tolist()  # one transfer, not one per run
+        order = sorted(range(len(queues)), key=lengths.__getitem__)
         return _fill([group for r in order for group in queues[r]], batch_size)
 
     def _rows(self, units: list[tuple[int, int]]) -> tuple[dict, torch.Tensor, list[int]]:

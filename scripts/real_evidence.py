@@ -60,11 +60,15 @@ def expected_s(overrides: list[str]) -> float:
     return START_S + epochs * EPOCH_S[task] * METHOD_COST[method](length)
 
 
+def resumable(overrides: list[str]) -> bool:
+    """A PT job: its checkpoint is small enough to come back with the results, so the next call resumes it."""
+    return "method=pt" in overrides
+
+
 def may_start(overrides: list[str], seconds_left: float, scale: float) -> bool:
     """Whether a job should start with ``seconds_left`` before the deadline (see the module's docstring)."""
     needed = scale * expected_s(overrides)
-    resumable = "method=pt" in overrides  # its checkpoint comes back with the results
-    return seconds_left - 10 > (needed / 2 if resumable else needed)
+    return seconds_left - 10 > (needed / 2 if resumable(overrides) else needed)
 
 
 def grid_jobs(tasks: list[str]) -> list[list[str]]:
@@ -136,8 +140,9 @@ def run_jobs(jobs: list[list[str]], common: list[str], parallel: int, deadline: 
                 proc.terminate()  # SIGTERM: the run checkpoints and exits 143
             for index, (proc, overrides, started) in running.items():
                 done[index] = (proc.wait(), overrides, time.time() - started)
-                print(f"job {index} stopped at the deadline (exit {done[index][0]}; a PT run resumes on the next "
-                      "call): " + " ".join(overrides), flush=True)
+                fate = "resumes on the next call" if resumable(overrides) else "lost"
+                print(f"job {index} stopped at the deadline (exit {done[index][0]}; {fate}): " + " ".join(overrides),
+                      flush=True)
             running.clear()
             break
         time.sleep(2)
