@@ -52,6 +52,7 @@ class Contender:
     reference: Callable[[dict], torch.Tensor] | None = None  # evaluate, the model called eagerly
     packing: bool = False
     compiled: bool = False
+    prepare_padded: Callable[[list[dict], int], dict] | None = None  # the same batch without packing
 
 
 def ptv2_config(shape: dict, prompt_length: int, overrides: tuple[str, ...]):
@@ -88,7 +89,11 @@ def build_ptv2(shape: dict, prompt_length: int, device: torch.device, name: str 
 
     def prepare(features: list[dict], max_length: int) -> dict:
         length = -(-max_length // multiple) * multiple if packing else None  # ptv2.speed.pack_length of the setting
-        return to_device(collate(features, pad, multiple, pack_length=length, rows_multiple=rows_multiple), device)
+        return to_device(collate(features, pad, multiple, pack_length=length, rows_multiple=rows_multiple,
+                                 prefix_length=model.prompt.prompt_length), device)
+
+    def prepare_padded(features: list[dict], max_length: int) -> dict:
+        return to_device(collate(features, pad, multiple), device)
 
     @torch.no_grad()
     def forward(call: Callable[[dict], torch.Tensor], batch: dict) -> torch.Tensor:
@@ -101,7 +106,7 @@ def build_ptv2(shape: dict, prompt_length: int, device: torch.device, name: str 
     precision = "bf16" if amp else "fp32"
     return Contender(name, prepare, step, prompt_length if cfg.method.prompt == "deep" else 0,
                      cfg.method.name == "ft", precision, lambda b: forward(runner, b), lambda b: forward(model, b),
-                     packing, runner.enabled)
+                     packing, runner.enabled, prepare_padded)
 
 
 # -- the others -------------------------------------------------------------------------------------

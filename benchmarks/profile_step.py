@@ -3,6 +3,7 @@ calls make the host wait for the GPU. The model and step of ptv2-train (benchmar
 
     python -m benchmarks.profile_step --batch-sizes 32 64 --length 256      # GPU, roberta-large shape
     python -m benchmarks.profile_step --quick                              # CPU smoke run, tiny shape
+    python -m benchmarks.profile_step --batch-sizes 32 --trace 25          # + the 25 costliest operators
 
 Prints per batch size: ms/step with a sync after every step, ms/step when steps are queued back to back
 (the host may run ahead), the host's own time per step, and every synchronizing call site seen.
@@ -59,10 +60,27 @@ def profile(batch_size: int, length: int, args, device: torch.device) -> None:
         f"batch {batch_size}, {args.lengths} lengths <= {length}: synced {1000 * sum(synced) / len(synced):.1f} ms/step, "
         f"queued {1000 * queued:.1f} ms/step ({tokens / queued:,.0f} tokens/s), host {1000 * sum(host) / len(host):.1f} ms/step"
     )
+    if args.trace:
+        kernel_table(runner, batches[5:10], device, args.trace)
     for site, count in sites.most_common():
         print(f"  sync x{count}: {site}")
     if not sites and device.type == "cuda":
         print("  no synchronizing call in a training step")
+
+
+def kernel_table(runner, batches: list[dict], device: torch.device, rows: int) -> None:
+    """The operators that take the device's time over a few steps (torch.profiler), most expensive first."""
+    from torch.profiler import ProfilerActivity
+    from torch.profiler import profile as torch_profile
+
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    with torch_profile(activities=activities) as prof:
+        for batch in batches:
+            runner.step(batch)
+        synchronize(device)
+    sort = "self_cuda_time_total" if device.type == "cuda" else "self_cpu_time_total"
+    print(f"  per {len(batches)} steps:")
+    print(prof.key_averages().table(sort_by=sort, row_limit=rows, max_name_column_width=70))
 
 
 def main() -> None:
@@ -76,6 +94,7 @@ def main() -> None:
     parser.add_argument("--prompt-length", type=int, default=16)
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--override", nargs="*", default=[], help="ptv2-train overrides, e.g. train.compile=false")
+    parser.add_argument("--trace", type=int, default=0, metavar="N", help="also print the N most expensive operators")
     parser.add_argument("--quick", action="store_true", help="tiny sizes (CPU smoke run)")
     args = parser.parse_args()
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")

@@ -7,6 +7,8 @@ from pathlib import Path
 
 from benchmarks.contenders import VARIANTS
 
+CHECKS = {"graph_vs_eager": "CUDA-graph forward vs the same model run eagerly",
+          "packed_vs_padded": "Packed rows vs the padded batch, both eager (GPU: variable-length flash attention)"}
 RATIO_TO = ("peft", "official", "official_bf16", "ft", "ft_eager", "ptv2_nopack")
 
 
@@ -69,7 +71,7 @@ def render_markdown(result: dict) -> str:
     meta, peak = result["meta"], result.get("matmul_peak") or {}
     ptv2 = next((r for r in result["rows"] if r["contender"] == "ptv2" and r.get("status") == "ok"), {})
     meta["ptv2_defaults"] = f"packing {ptv2.get('packing')}, compile {ptv2.get('compiled')}"
-    checks = [(r["setting"], r["graph_vs_eager"]) for r in result["rows"] if "graph_vs_eager" in r]
+    checks = {name: [(r["setting"], r[name]) for r in result["rows"] if name in r] for name in CHECKS}
     peft = f" (PEFT process: transformers {meta['peft_transformers']}, peft {meta['peft']})" if meta.get("peft") else ""
     lines = [
         "# Training speed and memory", "",
@@ -81,9 +83,10 @@ def render_markdown(result: dict) -> str:
         "Ratios (ptv2 tokens/s over the other's; memory: ptv2 peak over FT peak):", "",
         *_ratio_table(result), "",
     ]
-    if checks:
-        lines.append("CUDA-graph forward vs the same model run eagerly (relative L2 difference of the logits, bf16): "
-                     + ", ".join(f"{setting} {value:.2g}" for setting, value in checks))
+    for name, found in checks.items():
+        if found:
+            lines.append(f"{CHECKS[name]} (relative L2 difference of the logits, bf16): "
+                         + ", ".join(f"{setting} {value:.2g}" for setting, value in found))
     lines += ["", "Contenders:", ""] + [f"- `{k}`: {v[0]}" for k, v in VARIANTS.items()] + ["- `ptv2_eval`: ptv2's evaluation forward (no_grad), batches of 128"]
     return "\n".join(lines) + "\n"
 

@@ -58,8 +58,7 @@ def run_one(name: str, shape_name: str, data: dict, args, device: torch.device, 
         on_row(rows)
         if name == "ptv2" and not args.no_eval:
             ev = measure_eval(contender, spec["batches"], spec["max_length"], args.warmup, device)
-            if contender.compiled:  # the CUDA-graph forward against the same model run eagerly
-                ev["graph_vs_eager"] = compare_outputs(contender, spec["batches"], spec["max_length"])
+            ev |= compare_outputs(contender, spec["batches"], spec["max_length"])  # graphs and packing vs plain
             rows.append({"contender": "ptv2_eval", "shape": shape_name, "setting": setting, "dtype": contender.dtype,
                          "status": "ok"} | ev)
             print(row_line(rows[-1]), flush=True)

@@ -2,9 +2,9 @@
 
 Packing (``train.packing``): the batch's sequences also go into ``pack_length``-token rows, several per
 row (first-fit decreasing), so the encoder runs on [rows, pack_length] with almost no padding whatever
-the batch's length mix; ``PromptedModel`` gives each row a block-diagonal attention mask (a token sees its
-own sequence and the prefix), restarts positions per sequence, and gathers the hidden states back into
-the padded layout the heads and losses read (``pack_index``). The padded layout is then padded to
+the batch's length mix; attention keeps the sequences apart (a token sees its own sequence and its own
+copy of the prefix: ``ptv2.prompts.attention.PackedSequences``), positions restart per sequence, and the
+hidden states are gathered back into the padded layout the heads and losses read (``pack_index``). The padded layout is then padded to
 ``pack_length`` too, so every batch of a run has the same sequence length (few shapes for CUDA graphs).
 """
 
@@ -20,6 +20,7 @@ from torch.utils.data import DataLoader, Sampler
 
 from ptv2.distributed import Ranks, ShardedBatches
 from ptv2.errors import UserError
+from ptv2.prompts.attention import attention_units
 
 # Keys the model and the loss read; everything else in a feature (offsets, word ids, ...) is metadata
 # for the task's metric and stays out of batches.
@@ -33,11 +34,11 @@ def _pad(rows: list, pad: int, length: int) -> list:
 
 def collate(
     features: list[dict], pad_token_id: int, pad_to_multiple_of: int = 1, pack_length: int | None = None,
-    rows_multiple: int = 1,
+    rows_multiple: int = 1, prefix_length: int = 0,
 ) -> dict:
     """Pad each sequence key to the batch's longest row (rounded up to a multiple: fewer distinct shapes
     for the GPU kernels to tune for; to ``pack_length`` when packing). Multiple-choice features hold one
-    row per choice."""
+    row per choice. ``prefix_length``: the deep prompt's P, for the packed attention units."""
     batch: dict = {}
     multiple = max(1, pad_to_multiple_of)
 
@@ -57,7 +58,7 @@ def collate(
         else:
             batch[key] = torch.tensor(values)
     if pack_length:
-        batch |= packed_rows(batch, pad_token_id, pack_length, rows_multiple)
+        batch |= packed_rows(batch, pad_token_id, pack_length, rows_multiple, prefix_length)
     if "task_id" in features[0]:  # MPT-2 stage 1: a batch is one dataset's; its head is chosen by this
         task_ids = {f["task_id"] for f in features}
         if len(task_ids) != 1:
@@ -85,11 +86,12 @@ def pack_rows(lengths: list[int], capacity: int) -> list[list[int]]:
     return rows
 
 
-def packed_rows(batch: dict, pad_token_id: int, capacity: int, rows_multiple: int = 1) -> dict:
+def packed_rows(batch: dict, pad_token_id: int, capacity: int, rows_multiple: int = 1, prefix_length: int = 0) -> dict:
     """The packed encoder inputs of a padded batch (see the module doc): pack_input_ids, pack_positions
     (index within its sequence), pack_segments (sequence number within the row, -1 = padding),
     pack_token_type_ids, pack_index (for each padded-layout slot, its place in the flattened rows; padding
-    slots point one past the end, a zero row) and pack_dense (one full sequence per row: no mask needed).
+    slots point one past the end, a zero row), pack_dense (one full sequence per row: nothing to keep apart)
+    and the attention units (``_attention_units``).
 
     ``rows_multiple``: empty rows round the row count up to a multiple, so that compiled CUDA graphs see
     few distinct batch shapes (each new one is recorded anew)."""
@@ -118,8 +120,20 @@ def packed_rows(batch: dict, pad_token_id: int, capacity: int, rows_multiple: in
             out["pack_index"][i, :n] = torch.arange(r * capacity + start, r * capacity + start + n)
             start += n
     out["pack_index"] = out["pack_index"].reshape(-1)
+    out |= _attention_units(rows, lengths, capacity, prefix_length)
     out["pack_dense"] = all(len(m) == 1 and lengths[m[0]] == capacity for m in rows)  # empty rows are padding
     return out
+
+
+def _attention_units(rows: list[list[int]], lengths: list[int], capacity: int, prefix_length: int) -> dict:
+    """The packed rows as consecutive attention units over the flattened rows (each row: its sequences, then
+    its padding as one unit, possibly empty, so that every batch of a shape has as many units), in the
+    form ``ptv2.prompts.attention.PackedSequences`` reads."""
+    sizes, owner = [], []
+    for members in rows:
+        sizes += [lengths[i] for i in members] + [capacity - sum(lengths[i] for i in members)]
+        owner += [*members, -1]
+    return attention_units(sizes, owner, len(lengths), prefix_length)
 
 
 def feature_length(feature: dict) -> int:
@@ -255,11 +269,12 @@ class Batching:
     num_workers: int = 0
     pin_memory: bool = False  # CUDA: batches copy to the GPU without waiting for it
     rows_multiple: int = 1  # packed row counts rounded up (compiled: few CUDA-graph shapes)
+    prefix_length: int = 0  # deep prompts' P: packed attention units give each sequence its prefix keys
 
     def options(self) -> dict:
         collate_fn = functools.partial(
             collate, pad_token_id=self.pad_token_id, pad_to_multiple_of=self.pad_to_multiple_of,
-            pack_length=self.pack_length, rows_multiple=self.rows_multiple,
+            pack_length=self.pack_length, rows_multiple=self.rows_multiple, prefix_length=self.prefix_length,
         )
         return {"collate_fn": collate_fn, "num_workers": self.num_workers, "pin_memory": self.pin_memory}
 

@@ -11,6 +11,7 @@ from torch import nn
 from ptv2.backbone import Backbone, absolute_position_ids, position_capacity
 from ptv2.errors import UserError
 from ptv2.heads import HEADS, POOLED_HEADS, VerbalizerHead, init_linear, make_head, verbalizer_token_ids
+from ptv2.prompts.attention import PackedSequences, packed_sequences
 from ptv2.prompts.base import NoPrompt, Prompt
 from ptv2.prompts.deep import DeepPrompt, resolve_depth_range
 from ptv2.prompts.shallow import SUPPORTED_ARCHS, ShallowPrompt
@@ -44,10 +45,13 @@ class PromptedModel(nn.Module):
         hidden = self._packed_hidden(batch) if "pack_input_ids" in batch else self._padded_hidden(batch)
         return self.head(hidden, batch)
 
-    def _encode(self, inputs: dict, mask: torch.Tensor | None) -> torch.Tensor:
+    def _encode(self, inputs: dict, mask: torch.Tensor | None, packed: PackedSequences | None = None) -> torch.Tensor:
         """The encoder's last hidden states, with the prompt's part in it."""
         rows, length = inputs["input_ids"].shape
-        extra = self.prompt.encoder_inputs(rows, mask, length)
+        if packed is None:
+            extra = self.prompt.encoder_inputs(rows, mask, length)
+        else:  # the attention functions keep the packed sequences apart
+            extra = self.prompt.packed_inputs(packed.sequences) | {"ptv2_packed": packed}
         with self.prompt.around_encoder(rows, recomputed=_checkpointing(self.encoder)):
             hidden = self.encoder(**inputs, attention_mask=mask, **extra).last_hidden_state
         return self.prompt.strip(hidden)
@@ -75,9 +79,10 @@ class PromptedModel(nn.Module):
         inputs["position_ids"] = absolute_position_ids(self.encoder, batch["pack_positions"], segments >= 0, self.position_offset)
         if "pack_token_type_ids" in batch:
             inputs["token_type_ids"] = batch["pack_token_type_ids"]
-        # A token sees its own sequence (padding sees padding: no row is empty); none needed for dense rows.
-        mask = None if batch["pack_dense"] else (segments[:, None, :, None] == segments[:, None, None, :])
-        hidden = self._encode(inputs, mask)
+        if batch["pack_dense"]:  # one whole sequence per row: plain attention
+            hidden = self._encode(inputs, None)
+        else:
+            hidden = self._encode(inputs, None, packed_sequences(batch, length, self.prompt.prompt_length))
         flat = torch.cat([hidden.reshape(rows * length, -1), hidden.new_zeros(1, hidden.shape[-1])])
         return flat[batch["pack_index"]].view(-1, batch["input_ids"].shape[-1], hidden.shape[-1])
 

@@ -126,7 +126,7 @@ class Trainer:
             self.built.backbone.tokenizer.pad_token_id, cfg.train.pad_to_multiple_of,
             pack_length([s.features for s in splits.values()], cfg.train.pad_to_multiple_of) if self.packing else None,
             num_workers(cfg, self.device), pin_memory=self.device.type == "cuda",
-            rows_multiple=ROWS_MULTIPLE if self.runner.enabled else 1,
+            rows_multiple=ROWS_MULTIPLE if self.runner.enabled else 1, prefix_length=self.model.prompt.prompt_length,
         )
         multitask = cfg.get("multitask") or {}
         self.train_loader = train_loader(

@@ -14,6 +14,7 @@ from ptv2.backbone import load_backbone
 from ptv2.cli import CONF_DIR
 from ptv2.data import collate, pack_rows, packed_rows
 from ptv2.model import build_model
+from ptv2.prompts.attention import packed_sequences
 from ptv2.tasks.base import build_task
 
 
@@ -35,6 +36,14 @@ def test_packed_rows_keep_every_token_and_its_place():
     flat = torch.cat([packed["pack_input_ids"].flatten(), torch.tensor([-1])])
     assert flat[packed["pack_index"]].view(3, 4).tolist() == [[5, 6, 7, -1], [8, 9, -1, -1], [1, 2, 3, 4]]
     assert packed["pack_dense"] is False
+    # attention units: row 0 = sequence 2, sequence 1, no padding; row 1 = sequence 0, 3 padding slots
+    units = packed_sequences(batch | packed_rows(batch, 0, 6, prefix_length=2), 6, 2)
+    assert units.query_starts.tolist() == [0, 4, 6, 6, 9, 12] and units.sequences == 3
+    assert units.query_units.tolist() == [0, 0, 0, 0, 1, 1, 3, 3, 3, 4, 4, 4]
+    # keys index cat(prefix keys [3 sequences x 2], tokens [12]): each unit's prefix pair, then its tokens
+    assert units.key_index.tolist() == [4, 5, 6, 7, 8, 9, 2, 3, 10, 11, 0, 1, 12, 13, 14, 15, 16, 17]
+    assert units.key_starts.tolist() == [0, 6, 10, 10, 15, 18]
+    assert (units.max_query, units.max_key) == (6, 8)
     rounded = packed_rows(batch, 0, 6, rows_multiple=4)  # compiled runs: few distinct row counts
     assert rounded["pack_input_ids"].shape == (4, 6) and rounded["pack_segments"][2:].eq(-1).all()
     assert torch.equal(rounded["pack_index"] % 6, packed["pack_index"] % 6)
@@ -69,7 +78,8 @@ def test_packed_rows_give_the_padded_batchs_logits_and_loss(overrides):
     pad = backbone.tokenizer.pad_token_id
     plain = collate(features, pad, 8)
     length = max(len(r) for f in features for r in (f["input_ids"] if isinstance(f["input_ids"][0], list) else [f["input_ids"]]))
-    packed = collate(features, pad, 8, pack_length=2 * length, rows_multiple=3)  # an empty row or two as well
+    packed = collate(features, pad, 8, pack_length=2 * length, rows_multiple=3,
+                     prefix_length=model.prompt.prompt_length)  # an empty row or two as well
     assert len(packed["pack_input_ids"]) < packed["input_ids"].flatten(0, -2).shape[0]  # rows share sequences
     with torch.no_grad():
         a, b = model(plain), model(packed)
@@ -79,6 +89,26 @@ def test_packed_rows_give_the_padded_batchs_logits_and_loss(overrides):
         torch.testing.assert_close(b, a, rtol=1e-5, atol=1e-5)
         la, lb = model.loss(model(plain), plain), model.loss(model(packed), packed)
     assert abs(lb.item() - la.item()) <= 1e-5 * abs(la.item())
+
+
+def test_packed_rows_draw_prefix_dropout_per_sequence_as_unpacked():
+    """Each packed sequence has its own prefix copy, so the prefix dropout (the official code drops out the
+    batched prefix per example) draws the same masks as in the padded layout, not one per packed row."""
+    model, features, backbone = _model("task=rte")
+    model.train()
+    model.prompt.dropout.p = 0.5  # the only random op left (train.dropout=0 elsewhere)
+    with torch.no_grad():
+        model.prompt.embedding.normal_(0, 1)  # a prefix large enough to move the logits
+    pad = backbone.tokenizer.pad_token_id
+    longest = max(len(f["input_ids"]) for f in features)
+    plain, packed = collate(features, pad, 8), collate(features, pad, 8, pack_length=3 * longest,
+                                                            prefix_length=model.prompt.prompt_length)
+    assert len(packed["pack_input_ids"]) < len(features)
+    logits = []
+    for batch in (plain, packed):
+        torch.manual_seed(3)
+        logits.append(model(batch))
+    torch.testing.assert_close(logits[1], logits[0], rtol=1e-5, atol=1e-5)
 
 
 def _epochs(root: Path, *overrides: str) -> list[dict]:

@@ -7,11 +7,15 @@ to them. ``PromptedModel`` computes every layer's prefix once per forward and ha
 the prefixed layers ([rows, 1, queries, P + T] boolean, True = attend; or one such mask per layer,
 [layers, rows, 1, queries, P + T], when the prefix slots visible differ by layer). Each prompted
 self-attention module carries its slot in that stack (``ptv2_prefix_slot``, set by ``DeepPrompt.attach``);
-other layers ignore both and use the model's own ``attention_mask``. Nothing is stored between calls, so
+other layers ignore both and use the model's own ``attention_mask``. Packed rows come as ``ptv2_packed``
+(``PackedSequences``): each sequence attends to its own prefix copy and tokens, through torch's
+variable-length flash kernel on GPUs. Nothing is stored between calls, so
 the same functions serve compiled graphs, gradient checkpointing and mixed batches of several prompts.
 """
 
 from __future__ import annotations
+
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -33,24 +37,109 @@ def _with_prefix(module, key, value, mask, prefix_kv, prefix_mask):
     return key, value, prefix_mask
 
 
-def prefix_sdpa_attention(
-    module, query, key, value, attention_mask, dropout=0.0, scaling=None, ptv2_prefix_kv=None, ptv2_prefix_mask=None, **_
-):
-    key, value, mask = _with_prefix(module, key, value, attention_mask, ptv2_prefix_kv, ptv2_prefix_mask)
-    out = F.scaled_dot_product_attention(query, key, value, attn_mask=mask, dropout_p=dropout, scale=scaling)
-    return out.transpose(1, 2).contiguous(), None
+class PackedSequences(NamedTuple):
+    """Packed rows (``ptv2.data.packed_rows``) as attention units: a query sees the keys of its own unit only,
+    and a sequence's unit has its prefix's P keys in front of its tokens (a padding unit has none). The
+    collation builds the tensors (``attention_units``), so the model's graph holds no index arithmetic."""
+
+    sequences: int  # sequences in the batch: the prefix stack has one row per sequence
+    query_starts: torch.Tensor  # int32 [units + 1]: where each unit starts in the flattened rows
+    key_starts: torch.Tensor  # int32 [units + 1]: the same over a prefixed layer's keys
+    key_index: torch.Tensor  # [keys]: each key's place in cat(prefix keys [sequences * P], token keys)
+    query_units: torch.Tensor  # [queries]: unit of each flattened token
+    key_units: torch.Tensor  # [keys]: unit of each key of a prefixed layer
+    max_query: int
+    max_key: int
 
 
-def prefix_eager_attention(
-    module, query, key, value, attention_mask, dropout=0.0, scaling=None, ptv2_prefix_kv=None, ptv2_prefix_mask=None, **_
-):
-    key, value, mask = _with_prefix(module, key, value, attention_mask, ptv2_prefix_kv, ptv2_prefix_mask)
+def attention_units(sizes: list[int], unit_sequence: list[int], sequences: int, prefix_length: int) -> dict:
+    """The tensors of ``PackedSequences`` for units of ``sizes`` tokens in flattened-row order, unit u holding
+    sequence ``unit_sequence[u]`` of the padded layout (-1: padding), with ``prefix_length`` prefix keys per
+    sequence (batch keys ``pack_query_starts`` ... ``pack_key_units``)."""
+    size, owner = torch.tensor(sizes, dtype=torch.long), torch.tensor(unit_sequence, dtype=torch.long)
+    prefix_keys = (owner >= 0).long() * prefix_length
+    key_size = size + prefix_keys
+    starts, key_starts = (torch.cat([torch.zeros(1, dtype=torch.long), n.cumsum(0)]) for n in (size, key_size))
+    units = torch.arange(len(sizes))
+    key_units = units.repeat_interleave(key_size)
+    offset = torch.arange(int(key_size.sum())) - key_starts[key_units]
+    token_key = sequences * prefix_length + starts[key_units] + offset - prefix_keys[key_units]
+    key_index = torch.where(offset < prefix_keys[key_units], owner[key_units] * prefix_length + offset, token_key)
+    return {"pack_query_starts": starts.int(), "pack_key_starts": key_starts.int(), "pack_key_index": key_index,
+            "pack_query_units": units.repeat_interleave(size), "pack_key_units": key_units}
+
+
+def packed_sequences(batch: dict, row_length: int, prefix_length: int) -> PackedSequences:
+    """A packed batch's attention units (``attention_units``' tensors in it)."""
+    sequences = batch["pack_index"].shape[0] // batch["input_ids"].shape[-1]
+    return PackedSequences(sequences, batch["pack_query_starts"], batch["pack_key_starts"], batch["pack_key_index"],
+                           batch["pack_query_units"], batch["pack_key_units"], row_length, row_length + prefix_length)
+
+
+def _flash_varlen(query: torch.Tensor) -> bool:
+    """Can the variable-length flash kernel take these queries ([tokens, heads, dim])?"""
+    dim = query.shape[-1]
+    return (query.is_cuda and query.dtype in (torch.float16, torch.bfloat16) and dim % 8 == 0 and dim <= 256
+            and _ampere_or_newer(query.device.index or 0))
+
+
+@torch.compiler.assume_constant_result
+def _ampere_or_newer(index: int) -> bool:
+    return torch.cuda.get_device_capability(index)[0] >= 8
+
+
+def _packed_attention(module, query, key, value, dropout, scaling, prefix_kv, packed: PackedSequences, eager: bool):
+    """Attention of packed rows: each token sees its own unit's keys (its sequence's prefix copy and tokens)."""
+    rows, heads, length, dim = query.shape
+    q, k, v = (t.transpose(1, 2).reshape(rows * length, heads, dim) for t in (query, key, value))
+    key_starts, key_units, max_key = packed.query_starts, packed.query_units, packed.max_query
+    slot = getattr(module, PREFIX_SLOT, None)
+    if prefix_kv is not None and slot is not None:  # [sequences, heads, P, dim] -> [sequences * P, heads, dim]
+        prefix_key, prefix_value = (p.to(k.dtype).transpose(1, 2).reshape(-1, heads, dim) for p in prefix_kv[slot])
+        k = torch.cat([prefix_key, k]).index_select(0, packed.key_index)
+        v = torch.cat([prefix_value, v]).index_select(0, packed.key_index)
+        key_starts, key_units, max_key = packed.key_starts, packed.key_units, packed.max_key
+    if not eager and _flash_varlen(q):
+        out = torch.ops.aten._flash_attention_forward(
+            q, k, v, packed.query_starts, key_starts, packed.max_query, max_key, dropout, False, False, scale=scaling
+        )[0]
+        return out.view(rows, length, heads, dim), None
+    # The reference (CPU, fp32, eager attention): one masked attention over all units at once.
+    mask = packed.query_units[:, None] == key_units[None, :]
+    out, probs = _attend(*(t.transpose(0, 1)[None] for t in (q, k, v)), mask, dropout, scaling, eager)
+    return out[0].transpose(0, 1).reshape(rows, length, heads, dim), probs
+
+
+def _attend(query, key, value, mask, dropout, scaling, eager: bool):
+    """Attention over [batch, heads, length, dim] (mask: True = attend); eager also returns the probabilities."""
+    if not eager:
+        return F.scaled_dot_product_attention(query, key, value, attn_mask=mask, dropout_p=dropout, scale=scaling), None
     scaling = query.shape[-1] ** -0.5 if scaling is None else scaling
     scores = torch.matmul(query, key.transpose(2, 3)) * scaling
     if mask is not None:
         scores = scores.masked_fill(~mask, torch.finfo(scores.dtype).min)
     probs = F.dropout(torch.softmax(scores, dim=-1), p=dropout, training=dropout > 0)
-    return torch.matmul(probs, value).transpose(1, 2).contiguous(), probs
+    return torch.matmul(probs, value), probs
+
+
+def _attention(module, query, key, value, attention_mask, dropout, scaling, prefix_kv, prefix_mask, packed, eager):
+    if packed is not None:
+        return _packed_attention(module, query, key, value, dropout, scaling, prefix_kv, packed, eager)
+    key, value, mask = _with_prefix(module, key, value, attention_mask, prefix_kv, prefix_mask)
+    out, probs = _attend(query, key, value, mask, dropout, scaling, eager)
+    return out.transpose(1, 2).contiguous(), probs
+
+
+def prefix_sdpa_attention(module, query, key, value, attention_mask, dropout=0.0, scaling=None, ptv2_prefix_kv=None,
+                          ptv2_prefix_mask=None, ptv2_packed=None, **_):
+    return _attention(module, query, key, value, attention_mask, dropout, scaling, ptv2_prefix_kv, ptv2_prefix_mask,
+                      ptv2_packed, eager=False)
+
+
+def prefix_eager_attention(module, query, key, value, attention_mask, dropout=0.0, scaling=None, ptv2_prefix_kv=None,
+                           ptv2_prefix_mask=None, ptv2_packed=None, **_):
+    return _attention(module, query, key, value, attention_mask, dropout, scaling, ptv2_prefix_kv, ptv2_prefix_mask,
+                      ptv2_packed, eager=True)
 
 
 def with_prefix_columns(mask: torch.Tensor | None, prefix_visible: torch.Tensor, length: int) -> torch.Tensor:

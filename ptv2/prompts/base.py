@@ -4,7 +4,8 @@
 
 - ``attach(backbone)``: hook into the backbone once (deep: a slot per prompted layer; shallow: the
   embedding output).
-- ``extend_mask(mask)``, ``encoder_inputs(rows, mask, length)``, ``around_encoder(rows)``, ``strip(hidden)``:
+- ``extend_mask(mask)``, ``encoder_inputs(rows, mask, length)`` (``packed_inputs(sequences)`` for packed
+  rows), ``around_encoder(rows)``, ``strip(hidden)``:
   one forward pass (shallow prompts add mask columns and remove their positions afterwards; deep prompts
   hand every layer's prefix to the attention functions).
 - ``artifact()``: the tensors a task keeps (``prompt.*`` in prompt_head.safetensors), ``stored_parameter_count``.
@@ -35,6 +36,10 @@ class Prompt(nn.Module):
 
     def encoder_inputs(self, rows: int, mask: torch.Tensor | None, length: int) -> dict:
         """Extra keyword arguments of one encoder call."""
+        return {}
+
+    def packed_inputs(self, sequences: int) -> dict:
+        """Extra keyword arguments of one encoder call over packed rows holding ``sequences`` sequences."""
         return {}
 
     @contextlib.contextmanager

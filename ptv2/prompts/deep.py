@@ -117,6 +117,10 @@ class DeepPrompt(Prompt):
         mask = None if visible is None else with_prefix_columns(token_mask, visible, length)
         return {"ptv2_prefix_kv": self.prefix(rows), "ptv2_prefix_mask": mask}
 
+    def packed_inputs(self, sequences: int) -> dict:
+        """Packed rows: one prefix copy per sequence (its own prefix dropout, as unpacked), no mask here."""
+        return {"ptv2_prefix_kv": self.prefix(sequences)}
+
     @contextlib.contextmanager
     def one_pass(self, batch_size: int) -> Iterator[None]:
         """DeBERTa (hook path): compute all layers' prefix once for one forward pass; the hooks slice it.
