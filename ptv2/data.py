@@ -120,8 +120,9 @@ def packed_rows(batch: dict, pad_token_id: int, capacity: int, rows_multiple: in
             out["pack_index"][i, :n] = torch.arange(r * capacity + start, r * capacity + start + n)
             start += n
     out["pack_index"] = out["pack_index"].reshape(-1)
-    out |= _attention_units(rows, lengths, capacity, prefix_length)
     out["pack_dense"] = all(len(m) == 1 and lengths[m[0]] == capacity for m in rows)  # empty rows are padding
+    if not out["pack_dense"]:  # dense rows attend plainly: no units to build or copy to the device
+        out |= _attention_units(rows, lengths, capacity, prefix_length)
     return out
 
 
