@@ -11,8 +11,9 @@ hidden states are gathered back into the padded layout the heads and losses read
 from __future__ import annotations
 
 import functools
+import itertools
 import random
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import torch
@@ -28,8 +29,14 @@ MODEL_KEYS = ("input_ids", "attention_mask", "token_type_ids", "labels", "start_
 _PAD = {"attention_mask": 0, "token_type_ids": 0, "labels": -100}
 
 
-def _pad(rows: list, pad: int, length: int) -> list:
-    return [row + [pad] * (length - len(row)) for row in rows]
+def _padded(rows: list[list], pad: int, length: int) -> torch.Tensor:
+    """Token rows as one [rows, length] tensor padded with ``pad``: one flat conversion and a masked fill, as a
+    nested list of padded rows costs several times more in the collation processes."""
+    sizes = torch.tensor([len(row) for row in rows])
+    flat = torch.tensor(list(itertools.chain.from_iterable(rows)))
+    out = torch.full((len(rows), length), pad, dtype=flat.dtype if flat.numel() else torch.long)
+    out[torch.arange(length) < sizes[:, None]] = flat
+    return out
 
 
 def collate(
@@ -52,9 +59,9 @@ def collate(
         pad = pad_token_id if key == "input_ids" else _PAD.get(key, 0)
         if isinstance(values[0], list) and values[0] and isinstance(values[0][0], list):  # [B, C, T]
             length = padded_length(max(len(row) for v in values for row in v))
-            batch[key] = torch.tensor([_pad(v, pad, length) for v in values])
+            batch[key] = _padded([row for v in values for row in v], pad, length).view(len(values), -1, length)
         elif isinstance(values[0], list):
-            batch[key] = torch.tensor(_pad(values, pad, padded_length(max(map(len, values)))))
+            batch[key] = _padded(values, pad, padded_length(max(map(len, values))))
         else:
             batch[key] = torch.tensor(values)
     if pack_length:
@@ -88,42 +95,40 @@ def pack_rows(lengths: list[int], capacity: int) -> list[list[int]]:
 
 def packed_rows(batch: dict, pad_token_id: int, capacity: int, rows_multiple: int = 1, prefix_length: int = 0) -> dict:
     """The packed encoder inputs of a padded batch (see the module doc): pack_input_ids, pack_positions
-    (index within its sequence), pack_segments (sequence number within the row, -1 = padding),
-    pack_token_type_ids, pack_index (for each padded-layout slot, its place in the flattened rows; padding
-    slots point one past the end, a zero row), pack_dense (one full sequence per row: nothing to keep apart)
-    and the attention units (``_attention_units``).
+    (index within its sequence, -1 = padding), pack_token_type_ids, pack_index (for each padded-layout slot,
+    its place in the flattened rows; padding slots point one past the end, a zero row), pack_dense (one full
+    sequence per row: nothing to keep apart) and the attention units (``_attention_units``).
 
     ``rows_multiple``: empty rows round the row count up to a multiple, so that compiled CUDA graphs see
     few distinct batch shapes (each new one is recorded anew)."""
-    mask = batch["attention_mask"].reshape(-1, batch["attention_mask"].shape[-1])
+    mask = batch["attention_mask"].reshape(-1, batch["attention_mask"].shape[-1]).bool()
     lengths = mask.sum(-1).tolist()
     rows = pack_rows(lengths, capacity)
     rows += [[] for _ in range(-len(rows) % max(1, rows_multiple))]
-    flat = {k: batch[k].reshape(mask.shape) for k in ("input_ids", "token_type_ids") if k in batch}
-    out = {
-        "pack_input_ids": torch.full((len(rows), capacity), pad_token_id, dtype=torch.long),
-        "pack_positions": torch.zeros(len(rows), capacity, dtype=torch.long),
-        "pack_segments": torch.full((len(rows), capacity), -1, dtype=torch.long),
-        "pack_index": torch.full(mask.shape, len(rows) * capacity, dtype=torch.long),
-    }
-    if "token_type_ids" in flat:
-        out["pack_token_type_ids"] = torch.zeros(len(rows), capacity, dtype=torch.long)
+    first_slot = [0] * len(lengths)  # each sequence's first place in the flattened rows
     for r, members in enumerate(rows):
-        start = 0
-        for segment, i in enumerate(members):
-            n, span = lengths[i], slice(start, start + lengths[i])
-            out["pack_input_ids"][r, span] = flat["input_ids"][i, :n]
-            if "token_type_ids" in flat:
-                out["pack_token_type_ids"][r, span] = flat["token_type_ids"][i, :n]
-            out["pack_positions"][r, span] = torch.arange(n)
-            out["pack_segments"][r, span] = segment
-            out["pack_index"][i, :n] = torch.arange(r * capacity + start, r * capacity + start + n)
-            start += n
-    out["pack_index"] = out["pack_index"].reshape(-1)
+        slot = r * capacity
+        for i in members:
+            first_slot[i], slot = slot, slot + lengths[i]
+    within = torch.arange(mask.shape[1]).expand_as(mask)
+    slots = torch.tensor(first_slot)[:, None] + within
+    real = slots[mask]  # sequences keep their tokens left-aligned in the padded layout
+    out = {"pack_index": torch.where(mask, slots, len(rows) * capacity).reshape(-1)}
+    columns = {"pack_input_ids": ("input_ids", pad_token_id), "pack_token_type_ids": ("token_type_ids", 0)}
+    for name, (key, pad) in columns.items():
+        if key in batch:
+            out[name] = _scattered(batch[key].reshape(mask.shape)[mask], real, pad, len(rows), capacity)
+    out["pack_positions"] = _scattered(within[mask], real, -1, len(rows), capacity)
     out["pack_dense"] = all(len(m) == 1 and lengths[m[0]] == capacity for m in rows)  # empty rows are padding
     if not out["pack_dense"]:  # dense rows attend plainly: no units to build or copy to the device
         out |= _attention_units(rows, lengths, capacity, prefix_length)
     return out
+
+
+def _scattered(values: torch.Tensor, slots: torch.Tensor, pad: int, rows: int, capacity: int) -> torch.Tensor:
+    out = torch.full((rows * capacity,), pad, dtype=values.dtype)
+    out[slots] = values
+    return out.view(rows, capacity)
 
 
 def _attention_units(rows: list[list[int]], lengths: list[int], capacity: int, prefix_length: int) -> dict:
@@ -277,7 +282,45 @@ class Batching:
             collate, pad_token_id=self.pad_token_id, pad_to_multiple_of=self.pad_to_multiple_of,
             pack_length=self.pack_length, rows_multiple=self.rows_multiple, prefix_length=self.prefix_length,
         )
+        if self.num_workers:  # batches cross a process boundary: ship each as one buffer per dtype
+            collate_fn = functools.partial(_buffered, collate_fn)
         return {"collate_fn": collate_fn, "num_workers": self.num_workers, "pin_memory": self.pin_memory}
+
+
+def _buffered(collate_fn: Callable[[list[dict]], dict], features: list[dict]) -> BatchBuffer:
+    return BatchBuffer(collate_fn(features))
+
+
+class BatchBuffer:
+    """A collated batch as one flat tensor per dtype. A loader process hands each tensor over through its own
+    shared-memory file (and the main process pins and copies each apart), which costs about as much per
+    tensor as collating it; one buffer per dtype makes that a fixed cost. ``batch[key]`` reads a tensor on
+    the CPU; ``to(device)`` gives the batch dict on the device (views into one copied buffer per dtype)."""
+
+    def __init__(self, batch: dict) -> None:
+        tensors = {k: v for k, v in batch.items() if torch.is_tensor(v)}
+        self.values = {k: v for k, v in batch.items() if k not in tensors}
+        self.layout = [(k, v.dtype, v.shape) for k, v in tensors.items()]
+        self.buffers = {d: torch.cat([v.reshape(-1) for v in tensors.values() if v.dtype == d])
+                        for d in {v.dtype for v in tensors.values()}}
+
+    def pin_memory(self) -> BatchBuffer:  # called by the loader's pinning thread
+        self.buffers = {d: b.pin_memory() for d, b in self.buffers.items()}
+        return self
+
+    def __getitem__(self, key: str) -> torch.Tensor | object:
+        return self._unpacked(self.buffers)[key]
+
+    def to(self, device: torch.device) -> dict:
+        return self._unpacked({d: b.to(device, non_blocking=True) for d, b in self.buffers.items()})
+
+    def _unpacked(self, buffers: dict[torch.dtype, torch.Tensor]) -> dict:
+        batch, used = dict(self.values), dict.fromkeys(buffers, 0)
+        for key, dtype, shape in self.layout:
+            size = shape.numel()
+            batch[key] = buffers[dtype][used[dtype]:used[dtype] + size].view(shape)
+            used[dtype] += size
+        return batch
 
 
 def eval_loader(features: list[dict], batch_size: int, batching: Batching) -> DataLoader:

@@ -10,10 +10,13 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader
 
+from ptv2.data import BatchBuffer
 from ptv2.results import write_atomic
 
 
-def to_device(batch: dict, device: torch.device) -> dict:
+def to_device(batch: dict | BatchBuffer, device: torch.device) -> dict:
+    if isinstance(batch, BatchBuffer):
+        return batch.to(device)
     return {k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
 
 

@@ -73,10 +73,11 @@ class PromptedModel(nn.Module):
 
     def _packed_hidden(self, batch: dict) -> torch.Tensor:
         """Encode the packed rows, then gather every sequence's states back into the padded layout."""
-        ids, segments = batch["pack_input_ids"], batch["pack_segments"]
+        ids, positions = batch["pack_input_ids"], batch["pack_positions"]  # position -1: padding
         rows, length = ids.shape
         inputs = {"input_ids": ids}
-        inputs["position_ids"] = absolute_position_ids(self.encoder, batch["pack_positions"], segments >= 0, self.position_offset)
+        inputs["position_ids"] = absolute_position_ids(self.encoder, positions.clamp(min=0), positions >= 0,
+                                                       self.position_offset)
         if "pack_token_type_ids" in batch:
             inputs["token_type_ids"] = batch["pack_token_type_ids"]
         if batch["pack_dense"]:  # one whole sequence per row: plain attention

@@ -100,12 +100,13 @@ def test_nan_loss_stops_the_run_with_one_line_and_records_it(tmp_path, monkeypat
     assert metrics["status"] == "failed" and "loss became nan" in metrics["error"]
 
 
-def test_collation_workers_train_exactly_as_the_main_process(tmp_path):
+@pytest.mark.parametrize("run", [["task=rte"], ["task=conll03", "train.packing=true"]])
+def test_collation_workers_train_exactly_as_the_main_process(tmp_path, run):
     from safetensors.torch import load_file
 
     runs = {}
-    for workers in ("auto", "2"):  # auto is 0 on the CPU
-        result = _train(tmp_path / workers, "task=rte", "model=tiny-bert", "train.dropout=0", f"train.num_workers={workers}")
+    for workers in ("auto", "2"):  # auto is 0 on the CPU; workers ship batches as BatchBuffers
+        result = _train(tmp_path / workers, *run, "model=tiny-bert", "train.dropout=0", f"train.num_workers={workers}")
         assert result.returncode == 0, result.stderr
         path = Path(result.stdout.strip().splitlines()[-1].removeprefix("metrics: "))
         runs[workers] = json.loads(path.read_text()), load_file(path.parent / "prompt_head.safetensors")

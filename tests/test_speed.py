@@ -12,9 +12,10 @@ from hydra import compose, initialize_config_dir
 
 from ptv2.backbone import load_backbone
 from ptv2.cli import CONF_DIR
-from ptv2.data import collate, pack_rows, packed_rows
+from ptv2.data import BatchBuffer, collate, pack_rows, packed_rows
+from ptv2.inference import to_device
 from ptv2.model import build_model
-from ptv2.prompts.attention import packed_sequences
+from ptv2.prompts.attention import _unit_of, packed_sequences
 from ptv2.tasks.base import build_task
 
 
@@ -31,23 +32,37 @@ def test_packed_rows_keep_every_token_and_its_place():
     packed = packed_rows(batch, 0, 6)
     # 4 -> row 0, 3 -> row 1, 2 -> row 0 after the 4
     assert packed["pack_input_ids"].tolist() == [[1, 2, 3, 4, 8, 9], [5, 6, 7, 0, 0, 0]]
-    assert packed["pack_segments"].tolist() == [[0, 0, 0, 0, 1, 1], [0, 0, 0, -1, -1, -1]]
-    assert packed["pack_positions"].tolist() == [[0, 1, 2, 3, 0, 1], [0, 1, 2, 0, 0, 0]]
+    assert packed["pack_positions"].tolist() == [[0, 1, 2, 3, 0, 1], [0, 1, 2, -1, -1, -1]]
     flat = torch.cat([packed["pack_input_ids"].flatten(), torch.tensor([-1])])
     assert flat[packed["pack_index"]].view(3, 4).tolist() == [[5, 6, 7, -1], [8, 9, -1, -1], [1, 2, 3, 4]]
     assert packed["pack_dense"] is False
     # attention units: row 0 = sequence 2, sequence 1, no padding; row 1 = sequence 0, 3 padding slots
     units = packed_sequences(batch | packed_rows(batch, 0, 6, prefix_length=2), 6, 2)
     assert units.query_starts.tolist() == [0, 4, 6, 6, 9, 12] and units.sequences == 3
-    assert units.query_units.tolist() == [0, 0, 0, 0, 1, 1, 3, 3, 3, 4, 4, 4]
+    assert _unit_of(units.query_starts, 12).tolist() == [0, 0, 0, 0, 1, 1, 3, 3, 3, 4, 4, 4]
     # keys index cat(prefix keys [3 sequences x 2], tokens [12]): each unit's prefix pair, then its tokens
     assert units.key_index.tolist() == [4, 5, 6, 7, 8, 9, 2, 3, 10, 11, 0, 1, 12, 13, 14, 15, 16, 17]
     assert units.key_starts.tolist() == [0, 6, 10, 10, 15, 18]
     assert (units.max_query, units.max_key) == (6, 8)
     rounded = packed_rows(batch, 0, 6, rows_multiple=4)  # compiled runs: few distinct row counts
-    assert rounded["pack_input_ids"].shape == (4, 6) and rounded["pack_segments"][2:].eq(-1).all()
+    assert rounded["pack_input_ids"].shape == (4, 6) and rounded["pack_positions"][2:].eq(-1).all()
     assert torch.equal(rounded["pack_index"] % 6, packed["pack_index"] % 6)
     assert packed_rows({"input_ids": batch["input_ids"][2:], "attention_mask": batch["attention_mask"][2:]}, 0, 4)["pack_dense"]
+
+
+def test_batch_buffer_gives_back_every_tensor_and_value():
+    batch = collate([{"input_ids": [5, 6, 7], "attention_mask": [1, 1, 1], "labels": 1},
+                     {"input_ids": [8], "attention_mask": [1], "labels": 0}], 0, pack_length=4, prefix_length=2)
+    batch["score"] = torch.tensor([[0.5], [1.5]])
+    buffer = BatchBuffer(batch)
+    assert len(buffer.buffers) == 3  # int64, int32 (unit starts), float32: one tensor each
+    unpacked = to_device(buffer, torch.device("cpu"))
+    assert unpacked.keys() == batch.keys() and buffer["labels"].tolist() == [1, 0]
+    for key, value in batch.items():
+        if torch.is_tensor(value):
+            assert unpacked[key].dtype == value.dtype and torch.equal(unpacked[key], value), key
+        else:
+            assert unpacked[key] == value, key
 
 
 def _model(*overrides: str):

@@ -46,8 +46,6 @@ class PackedSequences(NamedTuple):
     query_starts: torch.Tensor  # int32 [units + 1]: where each unit starts in the flattened rows
     key_starts: torch.Tensor  # int32 [units + 1]: the same over a prefixed layer's keys
     key_index: torch.Tensor  # [keys]: each key's place in cat(prefix keys [sequences * P], token keys)
-    query_units: torch.Tensor  # [queries]: unit of each flattened token
-    key_units: torch.Tensor  # [keys]: unit of each key of a prefixed layer
     max_query: int
     max_key: int
 
@@ -55,25 +53,31 @@ class PackedSequences(NamedTuple):
 def attention_units(sizes: list[int], unit_sequence: list[int], sequences: int, prefix_length: int) -> dict:
     """The tensors of ``PackedSequences`` for units of ``sizes`` tokens in flattened-row order, unit u holding
     sequence ``unit_sequence[u]`` of the padded layout (-1: padding), with ``prefix_length`` prefix keys per
-    sequence (batch keys ``pack_query_starts`` ... ``pack_key_units``)."""
+    sequence: batch keys ``pack_unit_starts`` (int32 [2, units + 1]: query starts, key starts; one tensor,
+    as every tensor costs the loader processes a shared-memory transfer) and ``pack_key_index``."""
     size, owner = torch.tensor(sizes, dtype=torch.long), torch.tensor(unit_sequence, dtype=torch.long)
     prefix_keys = (owner >= 0).long() * prefix_length
     key_size = size + prefix_keys
-    starts, key_starts = (torch.cat([torch.zeros(1, dtype=torch.long), n.cumsum(0)]) for n in (size, key_size))
-    units = torch.arange(len(sizes))
-    key_units = units.repeat_interleave(key_size)
-    offset = torch.arange(int(key_size.sum())) - key_starts[key_units]
-    token_key = sequences * prefix_length + starts[key_units] + offset - prefix_keys[key_units]
+    starts = torch.zeros(2, len(sizes) + 1, dtype=torch.long)
+    starts[:, 1:] = torch.stack([size, key_size]).cumsum(1)
+    key_units = torch.arange(len(sizes)).repeat_interleave(key_size)
+    offset = torch.arange(int(key_size.sum())) - starts[1, key_units]
+    token_key = sequences * prefix_length + starts[0, key_units] + offset - prefix_keys[key_units]
     key_index = torch.where(offset < prefix_keys[key_units], owner[key_units] * prefix_length + offset, token_key)
-    return {"pack_query_starts": starts.int(), "pack_key_starts": key_starts.int(), "pack_key_index": key_index,
-            "pack_query_units": units.repeat_interleave(size), "pack_key_units": key_units}
+    return {"pack_unit_starts": starts.int(), "pack_key_index": key_index}
 
 
 def packed_sequences(batch: dict, row_length: int, prefix_length: int) -> PackedSequences:
     """A packed batch's attention units (``attention_units``' tensors in it)."""
     sequences = batch["pack_index"].shape[0] // batch["input_ids"].shape[-1]
-    return PackedSequences(sequences, batch["pack_query_starts"], batch["pack_key_starts"], batch["pack_key_index"],
-                           batch["pack_query_units"], batch["pack_key_units"], row_length, row_length + prefix_length)
+    query_starts, key_starts = batch["pack_unit_starts"]
+    return PackedSequences(sequences, query_starts, key_starts, batch["pack_key_index"], row_length,
+                           row_length + prefix_length)
+
+
+def _unit_of(starts: torch.Tensor, count: int) -> torch.Tensor:
+    """The unit of each of ``count`` consecutive positions, for units beginning at ``starts`` ([units + 1])."""
+    return (torch.arange(count, device=starts.device)[:, None] >= starts[None, 1:]).sum(-1)
 
 
 def _flash_varlen(query: torch.Tensor) -> bool:
@@ -92,20 +96,20 @@ def _packed_attention(module, query, key, value, dropout, scaling, prefix_kv, pa
     """Attention of packed rows: each token sees its own unit's keys (its sequence's prefix copy and tokens)."""
     rows, heads, length, dim = query.shape
     q, k, v = (t.transpose(1, 2).reshape(rows * length, heads, dim) for t in (query, key, value))
-    key_starts, key_units, max_key = packed.query_starts, packed.query_units, packed.max_query
+    key_starts, max_key = packed.query_starts, packed.max_query
     slot = getattr(module, PREFIX_SLOT, None)
     if prefix_kv is not None and slot is not None:  # [sequences, heads, P, dim] -> [sequences * P, heads, dim]
         prefix_key, prefix_value = (p.to(k.dtype).transpose(1, 2).reshape(-1, heads, dim) for p in prefix_kv[slot])
         k = torch.cat([prefix_key, k]).index_select(0, packed.key_index)
         v = torch.cat([prefix_value, v]).index_select(0, packed.key_index)
-        key_starts, key_units, max_key = packed.key_starts, packed.key_units, packed.max_key
+        key_starts, max_key = packed.key_starts, packed.max_key
     if not eager and _flash_varlen(q):
         out = torch.ops.aten._flash_attention_forward(
             q, k, v, packed.query_starts, key_starts, packed.max_query, max_key, dropout, False, False, scale=scaling
         )[0]
         return out.view(rows, length, heads, dim), None
     # The reference (CPU, fp32, eager attention): one masked attention over all units at once.
-    mask = packed.query_units[:, None] == key_units[None, :]
+    mask = _unit_of(packed.query_starts, q.shape[0])[:, None] == _unit_of(key_starts, k.shape[0])[None, :]
     out, probs = _attend(*(t.transpose(0, 1)[None] for t in (q, k, v)), mask, dropout, scaling, eager)
     return out[0].transpose(0, 1).reshape(rows, length, heads, dim), probs
 
