@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import gc
 import math
+import os
 import resource
 import time
 from dataclasses import dataclass
@@ -357,10 +358,14 @@ def synchronize(device: torch.device) -> None:
 
 
 def num_workers(cfg: DictConfig, device: torch.device) -> int:
-    """Collation in worker processes keeps the GPU fed; on the CPU they would compete for the same cores."""
-    if cfg.train.num_workers == "auto":
-        return 2 if device.type == "cuda" else 0
-    return int(cfg.train.num_workers)
+    """Collation in worker processes keeps the GPU fed (auto: up to 4 per GPU process, one core left to the
+    loop; on the CPU they would compete with the model for the same cores)."""
+    if cfg.train.num_workers != "auto":
+        return int(cfg.train.num_workers)
+    if device.type != "cuda":
+        return 0
+    cores = len(os.sched_getaffinity(0)) // int(os.environ.get("LOCAL_WORLD_SIZE", 1))
+    return max(1, min(4, cores - 1))
 
 
 def device_name(device: torch.device) -> str:

@@ -114,3 +114,18 @@ def test_collation_workers_train_exactly_as_the_main_process(tmp_path, run):
     assert [e["train_loss"] for e in main["epochs"]] == [e["train_loss"] for e in workers["epochs"]]
     assert main_tensors.keys() == worker_tensors.keys()
     assert all((main_tensors[k] == worker_tensors[k]).all() for k in main_tensors)
+
+
+def test_auto_collation_workers_leave_a_core_per_gpu_process(monkeypatch):
+    import torch
+    from omegaconf import OmegaConf
+
+    from ptv2.train import num_workers
+
+    cfg = OmegaConf.create({"train": {"num_workers": "auto"}})
+    monkeypatch.setattr("os.sched_getaffinity", lambda _: set(range(16)))
+    assert num_workers(cfg, torch.device("cpu")) == 0
+    assert num_workers(cfg, torch.device("cuda")) == 4
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "8")  # torchrun, 8 GPU processes on 16 cores
+    assert num_workers(cfg, torch.device("cuda")) == 1
+    assert num_workers(OmegaConf.create({"train": {"num_workers": 3}}), torch.device("cuda")) == 3
