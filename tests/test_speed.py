@@ -15,7 +15,7 @@ from ptv2.cli import CONF_DIR
 from ptv2.data import BatchBuffer, collate, pack_rows, packed_rows
 from ptv2.inference import to_device
 from ptv2.model import build_model
-from ptv2.prompts.attention import _unit_of, packed_sequences
+from ptv2.prompts.attention import _PermutedRows, _unit_of, packed_sequences
 from ptv2.tasks.base import build_task
 
 
@@ -43,6 +43,9 @@ def test_packed_rows_keep_every_token_and_its_place():
     # keys index cat(prefix keys [3 sequences x 2], tokens [12]): each unit's prefix pair, then its tokens
     assert units.key_index.tolist() == [4, 5, 6, 7, 8, 9, 2, 3, 10, 11, 0, 1, 12, 13, 14, 15, 16, 17]
     assert units.key_starts.tolist() == [0, 6, 10, 10, 15, 18]
+    assert units.key_index[units.key_inverse].tolist() == list(range(18))  # a permutation, and its inverse
+    keys = torch.randn(18, 2, 3, dtype=torch.float64, requires_grad=True)
+    torch.autograd.gradcheck(lambda x: _PermutedRows.apply(x, units.key_index, units.key_inverse), keys)
     assert (units.max_query, units.max_key) == (6, 8)
     rounded = packed_rows(batch, 0, 6, rows_multiple=4)  # compiled runs: few distinct row counts
     assert rounded["pack_input_ids"].shape == (4, 6) and rounded["pack_positions"][2:].eq(-1).all()

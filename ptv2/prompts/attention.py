@@ -46,6 +46,7 @@ class PackedSequences(NamedTuple):
     query_starts: torch.Tensor  # int32 [units + 1]: where each unit starts in the flattened rows
     key_starts: torch.Tensor  # int32 [units + 1]: the same over a prefixed layer's keys
     key_index: torch.Tensor  # [keys]: each key's place in cat(prefix keys [sequences * P], token keys)
+    key_inverse: torch.Tensor  # [keys]: the inverse permutation (key_index reorders every key exactly once)
     max_query: int
     max_key: int
 
@@ -54,7 +55,8 @@ def attention_units(sizes: list[int], unit_sequence: list[int], sequences: int, 
     """The tensors of ``PackedSequences`` for units of ``sizes`` tokens in flattened-row order, unit u holding
     sequence ``unit_sequence[u]`` of the padded layout (-1: padding), with ``prefix_length`` prefix keys per
     sequence: batch keys ``pack_unit_starts`` (int32 [2, units + 1]: query starts, key starts; one tensor,
-    as every tensor costs the loader processes a shared-memory transfer) and ``pack_key_index``."""
+    as every tensor costs the loader processes a shared-memory transfer) and ``pack_key_index`` ([2, keys]:
+    the key order, and its inverse for the backward pass)."""
     size, owner = torch.tensor(sizes, dtype=torch.long), torch.tensor(unit_sequence, dtype=torch.long)
     prefix_keys = (owner >= 0).long() * prefix_length
     key_size = size + prefix_keys
@@ -64,15 +66,33 @@ def attention_units(sizes: list[int], unit_sequence: list[int], sequences: int, 
     offset = torch.arange(int(key_size.sum())) - starts[1, key_units]
     token_key = sequences * prefix_length + starts[0, key_units] + offset - prefix_keys[key_units]
     key_index = torch.where(offset < prefix_keys[key_units], owner[key_units] * prefix_length + offset, token_key)
-    return {"pack_unit_starts": starts.int(), "pack_key_index": key_index}
+    inverse = torch.empty_like(key_index)
+    inverse[key_index] = torch.arange(len(key_index))
+    return {"pack_unit_starts": starts.int(), "pack_key_index": torch.stack([key_index, inverse])}
 
 
 def packed_sequences(batch: dict, row_length: int, prefix_length: int) -> PackedSequences:
     """A packed batch's attention units (``attention_units``' tensors in it)."""
     sequences = batch["pack_index"].shape[0] // batch["input_ids"].shape[-1]
     query_starts, key_starts = batch["pack_unit_starts"]
-    return PackedSequences(sequences, query_starts, key_starts, batch["pack_key_index"], row_length,
+    key_index, key_inverse = batch["pack_key_index"]
+    return PackedSequences(sequences, query_starts, key_starts, key_index, key_inverse, row_length,
                            row_length + prefix_length)
+
+
+class _PermutedRows(torch.autograd.Function):
+    """``x``'s rows in the order of a permutation. Its gradient is a gather by the inverse permutation, where
+    index_select's own backward scatters with atomic adds (10% of a packed step's GPU time on an H200)."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, index: torch.Tensor, inverse: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(inverse)
+        return x.index_select(0, index)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None, None]:
+        (inverse,) = ctx.saved_tensors
+        return grad.index_select(0, inverse), None, None
 
 
 def _unit_of(starts: torch.Tensor, count: int) -> torch.Tensor:
@@ -100,8 +120,8 @@ def _packed_attention(module, query, key, value, dropout, scaling, prefix_kv, pa
     slot = getattr(module, PREFIX_SLOT, None)
     if prefix_kv is not None and slot is not None:  # [sequences, heads, P, dim] -> [sequences * P, heads, dim]
         prefix_key, prefix_value = (p.to(k.dtype).transpose(1, 2).reshape(-1, heads, dim) for p in prefix_kv[slot])
-        k = torch.cat([prefix_key, k]).index_select(0, packed.key_index)
-        v = torch.cat([prefix_value, v]).index_select(0, packed.key_index)
+        k = _PermutedRows.apply(torch.cat([prefix_key, k]), packed.key_index, packed.key_inverse)
+        v = _PermutedRows.apply(torch.cat([prefix_value, v]), packed.key_index, packed.key_inverse)
         key_starts, max_key = packed.key_starts, packed.max_key
     if not eager and _flash_varlen(q):
         out = torch.ops.aten._flash_attention_forward(
