@@ -58,6 +58,8 @@ def collate(
         values = [f[key] for f in features]
         pad = pad_token_id if key == "input_ids" else _PAD.get(key, 0)
         if isinstance(values[0], list) and values[0] and isinstance(values[0][0], list):  # [B, C, T]
+            if len({len(v) for v in values}) > 1:
+                raise ValueError(f"{key}: a batch's multiple-choice features must have as many rows each")
             length = padded_length(max(len(row) for v in values for row in v))
             batch[key] = _padded([row for v in values for row in v], pad, length).view(len(values), -1, length)
         elif isinstance(values[0], list):

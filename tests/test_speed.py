@@ -53,6 +53,19 @@ def test_packed_rows_keep_every_token_and_its_place():
     assert packed_rows({"input_ids": batch["input_ids"][2:], "attention_mask": batch["attention_mask"][2:]}, 0, 4)["pack_dense"]
 
 
+def test_collate_pads_flat_and_multiple_choice_rows():
+    features = [{"input_ids": [[5, 6], [7]], "attention_mask": [[1, 1], [1]], "labels": 1},
+                {"input_ids": [[8], [9, 10, 11]], "attention_mask": [[1], [1, 1, 1]], "labels": 0}]
+    batch = collate(features, 0, pad_to_multiple_of=4)
+    assert batch["input_ids"].tolist() == [[[5, 6, 0, 0], [7, 0, 0, 0]], [[8, 0, 0, 0], [9, 10, 11, 0]]]
+    assert batch["attention_mask"].sum().item() == 7 and batch["labels"].tolist() == [1, 0]
+    tokens = collate([{"input_ids": [3, 4, 5], "attention_mask": [1, 1, 1], "labels": [1, 2, 3]},
+                      {"input_ids": [6], "attention_mask": [1], "labels": [4]}], 0)
+    assert tokens["labels"].tolist() == [[1, 2, 3], [4, -100, -100]]
+    with pytest.raises(ValueError, match="as many rows"):
+        collate([features[0], {**features[1], "input_ids": [[8]], "attention_mask": [[1]]}], 0)
+
+
 def test_batch_buffer_gives_back_every_tensor_and_value():
     batch = collate([{"input_ids": [5, 6, 7], "attention_mask": [1, 1, 1], "labels": 1},
                      {"input_ids": [8], "attention_mask": [1], "labels": 0}], 0, pack_length=4, prefix_length=2)
