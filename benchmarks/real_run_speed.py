@@ -64,7 +64,8 @@ def summarize(name: str, metrics: dict, wall: float, output: str) -> dict:
     return {
         "variant": name, "status": "ok", "epochs": len(epochs), "wall_s": wall,
         "steady_tokens_per_s": tokens_per_epoch * (len(epochs) - 1) / steady_s,
-        "epoch_train_s": [e["train_s"] for e in epochs], "compiler_messages": compiler[:8],
+        "epoch_train_s": [e["train_s"] for e in epochs], "epoch_eval_s": [e.get("eval_s") for e in epochs],
+        "compiler_messages": compiler[:8],
         "first_step_s": timing.get("first_step_s"), "first_eval_s": timing.get("first_eval_s"),
         "packing": timing.get("packing"), "compiled": timing.get("compiled"),
         "dev_f1_per_epoch": [e["metrics"]["dev"]["f1"] for e in epochs], "device": timing.get("device"),

@@ -86,9 +86,11 @@ class RunRecord:
         data = dataclasses.asdict(self)
         return {k: data[k] for k in self.ORDER}
 
-    def add_epoch(self, epoch: int, train_loss: float, lr: float, metrics: dict, train_s: float) -> bool:
+    def add_epoch(self, epoch: int, train_loss: float, lr: float, metrics: dict, train_s: float,
+                  eval_s: float | None = None) -> bool:
         """Book one evaluated epoch; True when its dev primary metric is the best so far (ties keep the first)."""
-        self.epochs.append({"epoch": epoch, "train_loss": train_loss, "lr": lr, "metrics": metrics, "train_s": train_s})
+        self.epochs.append({"epoch": epoch, "train_loss": train_loss, "lr": lr, "metrics": metrics, "train_s": train_s,
+                            "eval_s": eval_s})
         best = None if self.best is None else self.best["dev"][self.primary_metric]
         if best is not None and metrics["dev"][self.primary_metric] <= best:
             return False

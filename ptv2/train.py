@@ -116,6 +116,7 @@ class Trainer:
         self.run_log = open_logger(cfg, out, self.ranks.main)  # train.logger: none | tensorboard | wandb
         self.first_step_s: float | None = None
         self.first_eval_s: float | None = None
+        self.last_eval_s: float | None = None
         self.loss_watch = LossWatch(cfg.train.lr)  # NaN, inf or a finite explosion: the run fails
 
     def _make_loaders(self) -> None:
@@ -231,15 +232,16 @@ class Trainer:
             outputs[split] = predict(self.model, loader, self.device, self.amp_dtype, self.runner)
             data = self.built.splits[split]
             metrics[split] = self.task.metrics(data.records, data.features, outputs[split])
+        self.last_eval_s = time.perf_counter() - started  # every evaluated split, metrics included
         if self.first_eval_s is None:
-            self.first_eval_s = time.perf_counter() - started
+            self.first_eval_s = self.last_eval_s
         return metrics, outputs
 
     def record_epoch(self, epoch: int, loss: float, lr: float, seconds: float, metrics: dict, outputs: dict) -> None:
         """Book the epoch; at a new best dev epoch keep its artifacts; write metrics.json and the checkpoint."""
         # train_s per epoch: the first epoch's start-up costs (allocator, kernels, compiling) show apart
         self.run_log.log_epoch(epoch, metrics | {"train": {"epoch_loss": loss}})
-        if self.record.add_epoch(epoch, loss, lr, metrics, seconds):
+        if self.record.add_epoch(epoch, loss, lr, metrics, seconds, self.last_eval_s):
             write_atomic(self.out / "prompt_head.safetensors", safetensors_bytes(self.model.prompt_head_state()))
             _write_predictions(self.out / "predictions.json", self.built, outputs["dev"])
         primary, best = self.record.primary_metric, self.record.best["dev"][self.record.primary_metric]

@@ -35,6 +35,7 @@ def test_train_writes_metrics_with_schema(tmp_path, model, extra):
     assert metrics.keys() >= SCHEMA_KEYS
     assert metrics["status"] == "done" and metrics["model"] == model and len(metrics["epochs"]) == 2
     assert metrics["primary_metric"] == "accuracy" and "accuracy" in metrics["best"]["dev"]
+    assert all(e["eval_s"] > 0 and e["train_s"] > 0 for e in metrics["epochs"])
     # stored per task: prefix P*layers*2*H = 16*4*2*32 = 4096 (all 4 layers) or 16*3*2*32 = 3072 (layers
     # 2-4), plus the head 32*2+2 (RTE) or 32*3+3 (CB), plus the tiny backbone's randomly initialised (so not
     # pretrained, so stored) frozen pooler 32*32+32 that the cls head reads
