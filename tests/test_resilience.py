@@ -75,7 +75,7 @@ def test_sigterm_then_rerun_resumes_and_matches_uninterrupted_run(tmp_path):
     for key in ("timing", "created", "versions", "dir"):
         resumed.pop(key), uninterrupted.pop(key)
     for epoch in resumed["epochs"] + uninterrupted["epochs"]:
-        assert epoch.pop("train_s") > 0
+        assert epoch.pop("train_s") > 0 and epoch.pop("eval_s") > 0  # timings differ run to run
     assert resumed["status"] == "done" and len(resumed["epochs"]) == 3
     assert resumed == uninterrupted
     a, b = (
