@@ -32,14 +32,37 @@ def predict(
     model.eval()
     runner = runner or model
     outputs: list[torch.Tensor] = []
+    pending = None  # the previous batch: its outputs copy to the host while this batch's forward runs
     for batch in loader:
-        batch = to_device(batch, device)
+        on_device = to_device(batch, device)
         with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
-            outputs += per_feature(runner(batch), batch)
+            logits = runner(on_device)
+        if pending is not None:
+            outputs += _arrived(*pending)
+        pending = (*_to_host(logits), batch)
+    if pending is not None:
+        outputs += _arrived(*pending)
     return outputs
 
 
-def per_feature(logits: torch.Tensor, batch: dict) -> list[torch.Tensor]:
+def _to_host(logits: torch.Tensor) -> tuple[torch.Tensor, torch.cuda.Event | None]:
+    """The outputs as float32 on the CPU. From a GPU the copy is queued behind the forward into pinned memory
+    and not waited for here: the loop reads it after queuing the next batch, so the GPU is not left idle."""
+    if logits.device.type != "cuda":
+        return logits.float(), None
+    host = torch.empty(logits.shape, dtype=torch.float32, pin_memory=True).copy_(logits.float(), non_blocking=True)
+    copied = torch.cuda.Event()
+    copied.record()
+    return host, copied
+
+
+def _arrived(host: torch.Tensor, copied: torch.cuda.Event | None, batch: dict | BatchBuffer) -> list[torch.Tensor]:
+    if copied is not None:
+        copied.synchronize()
+    return per_feature(host, batch)
+
+
+def per_feature(logits: torch.Tensor, batch: dict | BatchBuffer) -> list[torch.Tensor]:
     """A batch's head outputs, one float32 CPU tensor per feature; per-token ones cut to the real length."""
     logits = logits.float().cpu()
     if logits.dim() == 3 and batch["input_ids"].dim() == 2:
