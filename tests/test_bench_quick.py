@@ -82,3 +82,12 @@ def test_flop_count_by_hand():
     # N = 1 * (4*4 + 2*2*4) = 32; frozen: 4*N*tokens = 4*32*3; attention: 12 * 2 * 1 * 3 * (3 + 1)
     assert useful_flops(shape, [3], prefix=1, full_ft=False) == 4 * 32 * 3 + 12 * 2 * 3 * 4
     assert useful_flops(shape, [3], prefix=0, full_ft=True) == 6 * 32 * 3 + 12 * 2 * 3 * 3
+
+
+def test_loader_speed_runs_and_prints_its_figures(capsys):
+    from benchmarks import loader_speed
+
+    loader_speed.main(["--examples", "96", "--workers", "0"])
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 2 and "collation" in lines[0] and "0 workers" in lines[1]
+    assert all(float(line.split()[-2]) > 0 for line in lines)

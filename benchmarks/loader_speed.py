@@ -1,0 +1,57 @@
+"""How fast batches reach the loop: collation alone, and the DataLoader with collation processes
+(docs/performance.md, "Batches as one buffer"). CPU only; no model.
+
+    python -m benchmarks.loader_speed                        # this checkout, 0 and 2 workers
+    python -m benchmarks.loader_speed --code .carry/baseline # the same for another code tree
+
+Features are CoNLL-like token sequences (log-normal lengths, median ~20, at most 170 tokens), batch 32,
+packed into rows of 176 tokens with a 16-slot prompt, as a GPU run packs them. Prints ms per batch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import inspect
+import random
+import sys
+import time
+from pathlib import Path
+
+
+def features(count: int, seed: int = 0) -> list[dict]:
+    rng = random.Random(seed)
+    rows = []
+    for _ in range(count):
+        n = max(3, min(170, int(rng.lognormvariate(3.0, 0.5))))
+        rows.append({"input_ids": [5] * n, "attention_mask": [1] * n, "token_type_ids": [0] * n, "labels": [1] * n})
+    return rows
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--code", type=Path, default=Path(__file__).resolve().parents[1], help="code tree with ptv2/")
+    p.add_argument("--workers", type=int, nargs="+", default=[0, 2])
+    p.add_argument("--examples", type=int, default=14_000)
+    args = p.parse_args(argv)
+    sys.path.insert(0, str(args.code.resolve()))  # before ptv2 is imported: measure that tree's code
+    from ptv2.data import Batching, collate, train_loader
+
+    data = features(args.examples)
+    packing = {"pack_length": 176, "rows_multiple": 4}
+    if "prefix_length" in inspect.signature(Batching).parameters:  # older trees built no attention units
+        packing["prefix_length"] = 16
+    started = time.perf_counter()
+    batches = [data[i:i + 32] for i in range(0, len(data), 32)]
+    for batch in batches:
+        collate(batch, 0, 8, **packing)
+    print(f"{args.code}: collation {1000 * (time.perf_counter() - started) / len(batches):.2f} ms/batch")
+    for workers in args.workers:
+        loader = train_loader(data, 32, 1, Batching(0, 8, num_workers=workers, **packing))
+        started, count = time.perf_counter(), 0
+        for _ in loader:
+            count += 1
+        print(f"{args.code}: loader, {workers} workers {1000 * (time.perf_counter() - started) / count:.2f} ms/batch")
+
+
+if __name__ == "__main__":
+    main()
