@@ -3,6 +3,7 @@
 
     python -m benchmarks.loader_speed                        # this checkout, 0 and 2 workers
     python -m benchmarks.loader_speed --code .carry/baseline # the same for another code tree
+    python -m benchmarks.loader_speed --tensor-counts 1 5 10 15  # what each tensor of a batch costs a worker
 
 Features are CoNLL-like token sequences (log-normal lengths, median ~20, at most 170 tokens), batch 32,
 packed into rows of 176 tokens with a 16-slot prompt, as a GPU run packs them. Prints ms per batch.
@@ -17,6 +18,9 @@ import sys
 import time
 from pathlib import Path
 
+import torch
+from torch.utils.data import DataLoader, Dataset
+
 
 def features(count: int, seed: int = 0) -> list[dict]:
     rng = random.Random(seed)
@@ -27,12 +31,38 @@ def features(count: int, seed: int = 0) -> list[dict]:
     return rows
 
 
+class _Tensors(Dataset):
+    """Batches of ``count`` tensors holding the same numbers in all (what a worker hands over)."""
+
+    def __init__(self, count: int, batches: int = 300) -> None:
+        self.count, self.batches = count, batches
+
+    def __len__(self) -> int:
+        return self.batches
+
+    def __getitem__(self, index: int) -> dict:
+        return {f"t{k}": torch.zeros(21_120 // self.count, dtype=torch.long) for k in range(self.count)}
+
+
+def tensor_cost(counts: list[int]) -> None:
+    """ms per batch through one collation process, by the number of tensors the batch is split into."""
+    for count in counts:
+        batches = iter(DataLoader(_Tensors(count), batch_size=None, num_workers=1, prefetch_factor=4))
+        next(batches)  # the worker's start
+        started = time.perf_counter()
+        seen = sum(1 for _ in batches)
+        print(f"{count} tensors per batch: {1000 * (time.perf_counter() - started) / seen:.2f} ms/batch (1 worker)")
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--code", type=Path, default=Path(__file__).resolve().parents[1], help="code tree with ptv2/")
     p.add_argument("--workers", type=int, nargs="+", default=[0, 2])
     p.add_argument("--examples", type=int, default=14_000)
+    p.add_argument("--tensor-counts", type=int, nargs="*", help="instead: the per-tensor cost of a worker's batch")
     args = p.parse_args(argv)
+    if args.tensor_counts:
+        return tensor_cost(args.tensor_counts)
     sys.path.insert(0, str(args.code.resolve()))  # before ptv2 is imported: measure that tree's code
     from ptv2.data import Batching, collate, train_loader
 

@@ -91,3 +91,5 @@ def test_loader_speed_runs_and_prints_its_figures(capsys):
     lines = capsys.readouterr().out.splitlines()
     assert len(lines) == 2 and "collation" in lines[0] and "0 workers" in lines[1]
     assert all(float(line.split()[-2]) > 0 for line in lines)
+    loader_speed.main(["--tensor-counts", "2"])
+    assert capsys.readouterr().out.startswith("2 tensors per batch: ")
