@@ -4,8 +4,9 @@ Packing (``train.packing``): the batch's sequences also go into ``pack_length``-
 row (first-fit decreasing), so the encoder runs on [rows, pack_length] with almost no padding whatever
 the batch's length mix; attention keeps the sequences apart (a token sees its own sequence and its own
 copy of the prefix: ``ptv2.prompts.attention.PackedSequences``), positions restart per sequence, and the
-hidden states are gathered back into the padded layout the heads and losses read (``pack_index``). The padded layout is then padded to
-``pack_length`` too, so every batch of a run has the same sequence length (few shapes for CUDA graphs).
+hidden states are gathered back into the padded layout the heads and losses read (``pack_index``). The
+padded layout is then padded to ``pack_length`` too, so every batch of a run has the same sequence length
+(few shapes for CUDA graphs).
 """
 
 from __future__ import annotations

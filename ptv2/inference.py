@@ -46,10 +46,11 @@ def predict(
 
 
 def _to_host(logits: torch.Tensor) -> tuple[torch.Tensor, torch.cuda.Event | None]:
-    """The outputs as float32 on the CPU. From a GPU the copy is queued behind the forward into pinned memory
-    and not waited for here: the loop reads it after queuing the next batch, so the GPU is not left idle."""
+    """From a GPU, the outputs' float32 copy into pinned memory, queued behind the forward and not waited for
+    here: the loop reads it after queuing the next batch, so the GPU is not left idle (``per_feature``
+    converts anything else)."""
     if logits.device.type != "cuda":
-        return logits.float(), None
+        return logits, None
     host = torch.empty(logits.shape, dtype=torch.float32, pin_memory=True).copy_(logits.float(), non_blocking=True)
     copied = torch.cuda.Event()
     copied.record()
