@@ -4,6 +4,7 @@
     python -m benchmarks.loader_speed                        # this checkout, 0 and 2 workers
     python -m benchmarks.loader_speed --code .carry/baseline # the same for another code tree
     python -m benchmarks.loader_speed --tensor-counts 1 5 10 15  # what each tensor of a batch costs a worker
+    python -m benchmarks.loader_speed --epochs 3 --workers 2     # later epochs: processes kept or started again
 
 Features are CoNLL-like token sequences (log-normal lengths, median ~20, at most 170 tokens), batch 32,
 packed into rows of 176 tokens with a 16-slot prompt, as a GPU run packs them. Prints ms per batch.
@@ -59,6 +60,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--code", type=Path, default=Path(__file__).resolve().parents[1], help="code tree with ptv2/")
     p.add_argument("--workers", type=int, nargs="+", default=[0, 2])
     p.add_argument("--examples", type=int, default=14_000)
+    p.add_argument("--epochs", type=int, default=1, help="epochs through the loader (from the 2nd: a warm start)")
     p.add_argument("--tensor-counts", type=int, nargs="*", help="instead: the per-tensor cost of a worker's batch")
     args = p.parse_args(argv)
     if args.tensor_counts:
@@ -77,10 +79,14 @@ def main(argv: list[str] | None = None) -> None:
     print(f"{args.code}: collation {1000 * (time.perf_counter() - started) / len(batches):.2f} ms/batch")
     for workers in args.workers:
         loader = train_loader(data, 32, 1, Batching(0, 8, num_workers=workers, **packing))
-        started, count = time.perf_counter(), 0
-        for _ in loader:
-            count += 1
-        print(f"{args.code}: loader, {workers} workers {1000 * (time.perf_counter() - started) / count:.2f} ms/batch")
+        for epoch in range(args.epochs):
+            loader.batch_sampler.set_epoch(epoch)
+            started, count, first = time.perf_counter(), 0, 0.0
+            for _ in loader:
+                first = first or time.perf_counter() - started
+                count += 1
+            print(f"{args.code}: loader, {workers} workers, epoch {epoch + 1}: "
+                  f"{1000 * (time.perf_counter() - started) / count:.2f} ms/batch, first batch after {1000 * first:.0f} ms")
 
 
 if __name__ == "__main__":

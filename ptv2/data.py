@@ -287,7 +287,9 @@ class Batching:
         )
         if self.num_workers:  # batches cross a process boundary: ship each as one buffer per dtype
             collate_fn = functools.partial(_buffered, collate_fn)
-        return {"collate_fn": collate_fn, "num_workers": self.num_workers, "pin_memory": self.pin_memory}
+        # Persistent: a short epoch would otherwise start its processes again at every epoch and evaluation.
+        return {"collate_fn": collate_fn, "num_workers": self.num_workers, "pin_memory": self.pin_memory,
+                "persistent_workers": self.num_workers > 0}
 
 
 def _buffered(collate_fn: Callable[[list[dict]], dict], features: list[dict]) -> BatchBuffer:
