@@ -2,23 +2,29 @@
 # docs/performance.md's numbers in one GPU call, from the repo root, with .whl/base, .whl/peft and
 # .carry/baseline carried (scripts/prepare_gpu_wheels.sh; git archive of the commit compared against):
 #   bash benchmarks/gpu.sh      -> $OUT/bench.tgz (bench.md, bench.json, mixed.json, baseline/, logs)
-# Parts, each under its own time limit so one stall cannot cost the others:
-#   1. the compared commit's own benchmark (ptv2 and ptv2_eval rows: "today's code")
-#   2. this checkout's contenders that do not compile (plain and packed ptv2, official, FT)
-#   3. ptv2 with its defaults (packing + CUDA graphs), the compile time in its warm-up column
-#   4. HF PEFT in its own environment (transformers 5.23 + peft), 5. mixed-prompt prediction (issue 23)
-# PARTS picks them (default "today plain default peft": parts 1-4, which is issue 20's table and about what
-# one 10-minute device call holds; PARTS="mixed" runs part 5 alone).
+# Parts, each under its own time limit so one stall cannot cost the others; PARTS picks them (default
+# "today plain default peft", issue 20's table: about what one 10-minute device call holds):
+#   today    the compared commit's own benchmark (ptv2 and ptv2_eval rows: "today's code")
+#   plain    this checkout's contenders that do not compile (plain and packed ptv2, official, FT eager)
+#   default  ptv2 with its defaults (packing + CUDA graphs), the compile time in its warm-up column
+#   peft     HF PEFT in its own environment (transformers 5.23 + peft)
+#   mixed    mixed-prompt prediction (issue 23)
+#   compare  the ptv2 contender of code trees (COMPARE="name ... this": .carry/<name>, this checkout), each in
+#            its own process on the same saved batches: a change's before/after in one call
+#   saved    what a step keeps for its backward pass, per token and layer (ptv2 vs FT)
+#   kernels  attention kernels and FFN compilation alone
+#   realrun  a real MiniLM CoNLL-2003 ptv2-train run's speed (also carry .carry/minilm, .carry/data.tar.gz)
 set -uo pipefail
 export PYTHONUNBUFFERED=1 NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1
 OUT=${OUT:-/tmp/bench-out}
-R=results/bench
+R=results/bench ROOT=$PWD
 PIP=(python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade)
 "${PIP[@]}" --target /tmp/site .whl/base/*.whl || exit 1
-"${PIP[@]}" --target /tmp/site-peft .whl/peft/*.whl || exit 1
+want peft && { "${PIP[@]}" --target /tmp/site-peft .whl/peft/*.whl || exit 1; }
 mkdir -p "$OUT" "$R"
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv | tee "$OUT/gpu.txt"
-log() { tee -a "$OUT/bench.log"; }
+# Every part's output is in $OUT/bench.tgz as soon as the part ends: a call cut off at its limit keeps them.
+log() { tee -a "$OUT/bench.log"; tar czf "$OUT/bench.tgz" --exclude=batches.pt --exclude=mixed -C results bench; }
 want() { [[ " ${PARTS:-today plain default peft} " == *" $1 "* ]]; }
 if want today && [ -d .carry/baseline ]; then
   (cd .carry/baseline && PYTHONPATH=/tmp/site timeout "${BASELINE_S:-100}" python3 scripts/bench_train.py \
@@ -27,14 +33,35 @@ fi
 # 8 warm-up steps: the compiled contender records a CUDA graph per packed row count, and with 3 the dist
 # setting's re-recordings fell into the measured steps (docs/performance.md, varlen section).
 want plain && PYTHONPATH=/tmp/site:$PWD timeout "${PLAIN_S:-180}" python3 -m benchmarks.train_speed --out "$R" \
-  --warmup 8 --contenders ptv2_eager,ptv2_nopack,official,official_bf16,ft "$@" 2>&1 | log
+  --warmup 8 --contenders "${PLAIN_CONTENDERS:-ptv2_eager,ptv2_nopack,official,official_bf16,ft_eager}" "$@" 2>&1 | log
 want default && PYTHONPATH=/tmp/site:$PWD timeout "${DEFAULT_S:-200}" python3 -m benchmarks.train_speed \
-  --contender ptv2 --batches "$R/batches.pt" --json-out "$R/ptv2.json" 2>&1 | log
+  --contender ptv2 --batches "$R/batches.pt" --json-out "$R/ptv2.json" ${DEFAULT_SETTINGS:+--only-settings "$DEFAULT_SETTINGS"} \
+  2>&1 | log
 want peft && PYTHONPATH=/tmp/site-peft:/tmp/site:$PWD timeout "${PEFT_S:-60}" python3 -m benchmarks.train_speed \
   --contender peft --batches "$R/batches.pt" --json-out "$R/peft.json" 2>&1 | log
 merge=()
 for f in "$R/ptv2.json" "$R/peft.json"; do [ -f "$f" ] && merge+=("$f"); done
 [ ${#merge[@]} -gt 0 ] && PYTHONPATH=/tmp/site:$PWD python3 -m benchmarks.train_speed --out "$R" --merge "${merge[@]}" 2>&1 | log
 want mixed && PYTHONPATH=/tmp/site:$PWD timeout "${MIXED_S:-60}" python3 -m benchmarks.mixed_speed --out "$R" 2>&1 | log
+if want compare; then  # one process per code tree; COMPARE_SETTINGS picks the settings (default dist)
+  S=${COMPARE_SETTINGS:-dist}
+  [ -f "$R/batches.pt" ] || PYTHONPATH=/tmp/site:$PWD python3 -m benchmarks.train_speed --out "$R" --contenders "" \
+    --warmup 8 --settings "$S" 2>&1 | log
+  for tree in ${COMPARE:-this}; do
+    code=.carry/$tree; [ "$tree" = this ] && code=.
+    (cd "$code" && PYTHONPATH=/tmp/site:$PWD timeout "${COMPARE_S:-150}" python3 -m benchmarks.train_speed \
+      --contender ptv2 --no-eval --only-settings "$S" --batches "$ROOT/$R/batches.pt" \
+      --json-out "$ROOT/$R/compare_$tree.json") 2>&1 | log
+  done
+fi
+want saved && for n in ${SAVED_LENGTHS:-512}; do PYTHONPATH=/tmp/site:$PWD timeout 60 python3 -m benchmarks.saved_activations \
+  --length $n 2>&1 | tee -a "$R/saved_activations.txt" | log; done
+if want realrun; then  # needs .carry/minilm and .carry/data.tar.gz (real CoNLL-2003) carried as well
+  mkdir -p /tmp/realrun-data && tar xzf .carry/data.tar.gz -C /tmp/realrun-data
+  PYTHONPATH=/tmp/site:$PWD timeout "${REALRUN_S:-300}" python3 -m benchmarks.real_run_speed --epochs "${REALRUN_EPOCHS:-4}" \
+    --data-root /tmp/realrun-data/data --variants "${REALRUN_VARIANTS:-default,baseline}" --out "$R/real_run_speed.json" 2>&1 | log
+fi
+want kernels && PYTHONPATH=/tmp/site:$PWD timeout "${KERNELS_S:-150}" python3 -m benchmarks.kernel_speed \
+  --out "$R/kernels.json" ${KERNEL_ARGS:-} 2>&1 | log
 tar czf "$OUT/bench.tgz" --exclude=batches.pt --exclude=mixed -C results bench
 cat "$R/bench.md" 2>/dev/null | head -40

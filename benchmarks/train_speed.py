@@ -156,8 +156,15 @@ def main(argv: list[str] | None = None) -> None:
     peak = matmul_peak(device, args.quick)
     print(f"matmul peak: {peak['tflops']:.1f} TFLOP/s ({peak['dtype']} {peak['n']}^3) on {device}", flush=True)
     names = [c.strip() for c in args.contenders.split(",") if c.strip()]
-    rows = [r for s in data["meta"]["shapes"] for name in names for r in run_one(name, s, data, args, device, peak)]
-    write_outputs(args.out, {"meta": data["meta"] | _versions(device), "matmul_peak": peak, "rows": rows})
+    result: dict = {"meta": data["meta"] | _versions(device), "matmul_peak": peak, "rows": []}
+
+    def save(rows: list[dict]) -> None:  # after every row: a time limit keeps the finished ones
+        write_outputs(args.out, result | {"rows": result["rows"] + rows})
+
+    for shape_name in data["meta"]["shapes"]:
+        for name in names:
+            result["rows"] += run_one(name, shape_name, data, args, device, peak, save)
+    write_outputs(args.out, result)
 
 
 if __name__ == "__main__":

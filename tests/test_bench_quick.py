@@ -4,6 +4,7 @@ plain one, the official-mechanism contender's prefix reaches the attention, and 
 from __future__ import annotations
 
 import math
+import re
 
 import pytest
 import torch
@@ -87,9 +88,18 @@ def test_flop_count_by_hand():
 def test_loader_speed_runs_and_prints_its_figures(capsys):
     from benchmarks import loader_speed
 
-    loader_speed.main(["--examples", "96", "--workers", "0"])
+    loader_speed.main(["--examples", "96", "--workers", "0", "--epochs", "2"])
     lines = capsys.readouterr().out.splitlines()
-    assert len(lines) == 2 and "collation" in lines[0] and "0 workers" in lines[1]
-    assert all(float(line.split()[-2]) > 0 for line in lines)
+    assert len(lines) == 3 and "collation" in lines[0] and "0 workers, epoch 2" in lines[2]
+    assert all(float(re.search(r"([\d.]+) ms/batch", line).group(1)) > 0 for line in lines)
     loader_speed.main(["--tensor-counts", "2"])
     assert capsys.readouterr().out.startswith("2 tensors per batch: ")
+
+
+def test_saved_activations_counts_what_each_step_keeps(capsys):
+    from benchmarks import saved_activations
+
+    saved_activations.main(["--quick"])
+    totals = dict(re.findall(r"^(\w+), len16, batch 2: ([\d.]+) KB saved", capsys.readouterr().out, re.M))
+    # Full fine-tuning also keeps every frozen projection's input (for its weight gradient)
+    assert set(totals) == {"ptv2_eager", "ft_eager"} and 0 < float(totals["ptv2_eager"]) < float(totals["ft_eager"])
