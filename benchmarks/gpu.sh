@@ -18,6 +18,7 @@ set -uo pipefail
 export PYTHONUNBUFFERED=1 NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1
 OUT=${OUT:-/tmp/bench-out}
 R=results/bench ROOT=$PWD
+want() { [[ " ${PARTS:-today plain default peft} " == *" $1 "* ]]; }
 PIP=(python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade)
 "${PIP[@]}" --target /tmp/site .whl/base/*.whl || exit 1
 want peft && { "${PIP[@]}" --target /tmp/site-peft .whl/peft/*.whl || exit 1; }
@@ -25,7 +26,6 @@ mkdir -p "$OUT" "$R"
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv | tee "$OUT/gpu.txt"
 # Every part's output is in $OUT/bench.tgz as soon as the part ends: a call cut off at its limit keeps them.
 log() { tee -a "$OUT/bench.log"; tar czf "$OUT/bench.tgz" --exclude=batches.pt --exclude=mixed -C results bench; }
-want() { [[ " ${PARTS:-today plain default peft} " == *" $1 "* ]]; }
 if want today && [ -d .carry/baseline ]; then
   (cd .carry/baseline && PYTHONPATH=/tmp/site timeout "${BASELINE_S:-100}" python3 scripts/bench_train.py \
     --contenders ptv2 --shapes roberta-large --out "$PWD/../../$R/baseline") 2>&1 | log
@@ -41,7 +41,7 @@ want peft && PYTHONPATH=/tmp/site-peft:/tmp/site:$PWD timeout "${PEFT_S:-60}" py
   --contender peft --batches "$R/batches.pt" --json-out "$R/peft.json" 2>&1 | log
 merge=()
 for f in "$R/ptv2.json" "$R/peft.json"; do [ -f "$f" ] && merge+=("$f"); done
-[ ${#merge[@]} -gt 0 ] && PYTHONPATH=/tmp/site:$PWD python3 -m benchmarks.train_speed --out "$R" --merge "${merge[@]}" 2>&1 | log
+[ ${#merge[@]} -gt 0 ] && [ -f "$R/bench.json" ] && PYTHONPATH=/tmp/site:$PWD python3 -m benchmarks.train_speed --out "$R" --merge "${merge[@]}" 2>&1 | log
 want mixed && PYTHONPATH=/tmp/site:$PWD timeout "${MIXED_S:-60}" python3 -m benchmarks.mixed_speed --out "$R" 2>&1 | log
 if want compare; then  # one process per code tree; COMPARE_SETTINGS picks the settings (default dist)
   S=${COMPARE_SETTINGS:-dist}
