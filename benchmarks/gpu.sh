@@ -34,7 +34,7 @@ fi
 # setting's re-recordings fell into the measured steps (docs/performance.md, varlen section).
 want plain && PYTHONPATH=/tmp/site:$PWD timeout "${PLAIN_S:-180}" python3 -m benchmarks.train_speed --out "$R" \
   --warmup 8 --contenders "${PLAIN_CONTENDERS:-ptv2_eager,ptv2_nopack,official,official_bf16,ft_eager}" "$@" 2>&1 | log
-want default && PYTHONPATH=/tmp/site:$PWD timeout "${DEFAULT_S:-200}" python3 -m benchmarks.train_speed \
+want default && PYTHONPATH=/tmp/site:$PWD timeout "${DEFAULT_S:-300}" python3 -m benchmarks.train_speed \
   --contender ptv2 --batches "$R/batches.pt" --json-out "$R/ptv2.json" ${DEFAULT_SETTINGS:+--only-settings "$DEFAULT_SETTINGS"} \
   2>&1 | log
 want peft && PYTHONPATH=/tmp/site-peft:/tmp/site:$PWD timeout "${PEFT_S:-60}" python3 -m benchmarks.train_speed \
