@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
-# docs/performance.md's numbers in one GPU call, from the repo root, with .whl/base, .whl/peft and
+# docs/performance.md's numbers on a GPU, from the repo root, with .whl/base, .whl/peft and
 # .carry/baseline carried (scripts/prepare_gpu_wheels.sh; git archive of the commit compared against):
 #   bash benchmarks/gpu.sh      -> $OUT/bench.tgz (bench.md, bench.json, mixed.json, baseline/, logs)
 # Parts, each under its own time limit so one stall cannot cost the others; PARTS picks them (default
-# "today plain default peft", issue 20's table: about what one 10-minute device call holds):
+# "today plain default peft", issue 20's table: more than one 10-minute device call holds, see the doc):
 #   today    the compared commit's own benchmark (ptv2 and ptv2_eval rows: "today's code")
 #   plain    this checkout's contenders that do not compile (plain and packed ptv2, official, FT eager)
 #   default  ptv2 with its defaults (packing + CUDA graphs), the compile time in its warm-up column
@@ -25,7 +25,8 @@ want peft && { "${PIP[@]}" --target /tmp/site-peft .whl/peft/*.whl || exit 1; }
 mkdir -p "$OUT" "$R"
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv | tee "$OUT/gpu.txt"
 # Every part's output is in $OUT/bench.tgz as soon as the part ends: a call cut off at its limit keeps them.
-log() { tee -a "$OUT/bench.log"; tar czf "$OUT/bench.tgz" --exclude=batches.pt --exclude=mixed -C results bench; }
+snapshot() { tar czf "$OUT/bench.tgz" --exclude=batches.pt --exclude=mixed -C results bench; }
+log() { tee -a "$OUT/bench.log"; snapshot; }
 if want today && [ -d .carry/baseline ]; then
   (cd .carry/baseline && PYTHONPATH=/tmp/site timeout "${BASELINE_S:-100}" python3 scripts/bench_train.py \
     --contenders ptv2 --shapes roberta-large --out "$PWD/../../$R/baseline") 2>&1 | log
@@ -63,5 +64,5 @@ if want realrun; then  # needs .carry/minilm and .carry/data.tar.gz (real CoNLL-
 fi
 want kernels && PYTHONPATH=/tmp/site:$PWD timeout "${KERNELS_S:-150}" python3 -m benchmarks.kernel_speed \
   --out "$R/kernels.json" ${KERNEL_ARGS:-} 2>&1 | log
-tar czf "$OUT/bench.tgz" --exclude=batches.pt --exclude=mixed -C results bench
+snapshot
 cat "$R/bench.md" 2>/dev/null | head -40
