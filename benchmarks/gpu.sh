@@ -3,7 +3,7 @@
 # .carry/baseline carried (scripts/prepare_gpu_wheels.sh; git archive of the commit compared against):
 #   bash benchmarks/gpu.sh      -> $OUT/bench.tgz (bench.md, bench.json, mixed.json, baseline/, logs)
 # Parts, each under its own time limit so one stall cannot cost the others; PARTS picks them (default
-# "today plain default peft", issue 20's table: more than one 10-minute device call holds, see the doc):
+# "plain default peft today", issue 20's table, in that order, within one 10-minute device call):
 #   today    the compared commit's own benchmark (ptv2 and ptv2_eval rows: "today's code")
 #   plain    this checkout's contenders that do not compile (plain and packed ptv2, official, FT eager)
 #   default  ptv2 with its defaults (packing + CUDA graphs), the compile time in its warm-up column
@@ -23,29 +23,30 @@ want() { [[ " ${PARTS:-today plain default peft} " == *" $1 "* ]]; }
 PIP=(python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade)
 "${PIP[@]}" --target /tmp/site .whl/base/*.whl || exit 1
 want peft && { "${PIP[@]}" --target /tmp/site-peft .whl/peft/*.whl || exit 1; }
-mkdir -p "$OUT" "$R"
+rm -rf "$R"; mkdir -p "$OUT" "$R"  # a warm machine keeps ignored folders: no rows of an earlier call
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv | tee "$OUT/gpu.txt"
 # Every part's output is in $OUT/bench.tgz as soon as the part ends: a call cut off at its limit keeps them.
 snapshot() { tar czf "$OUT/bench.tgz" --exclude=batches.pt --exclude=mixed -C results bench; }
 log() { tee -a "$OUT/bench.log"; snapshot; }
 part() { want "$1" && echo "== part $1 starts at ${SECONDS} s" | log; }  # the log shows what each part cost
-part today
-if want today && [ -d .carry/baseline ]; then
-  (cd .carry/baseline && PYTHONPATH=/tmp/site timeout "${BASELINE_S:-100}" python3 scripts/bench_train.py \
-    --contenders ptv2 --shapes roberta-large --out "$PWD/../../$R/baseline") 2>&1 | log
-fi
 # 8 warm-up steps: the compiled contender records a CUDA graph per packed row count, and with 3 the dist
 # setting's re-recordings fell into the measured steps (docs/performance.md, varlen section).
 part plain
-want plain && PYTHONPATH=/tmp/site:$PWD timeout "${PLAIN_S:-180}" python3 -m benchmarks.train_speed --out "$R" \
-  --warmup 8 --contenders "${PLAIN_CONTENDERS:-ptv2_eager,ptv2_nopack,official,official_bf16,ft_eager}" "$@" 2>&1 | log
+want plain && PYTHONPATH=/tmp/site:$PWD timeout "${PLAIN_S:-140}" python3 -m benchmarks.train_speed --out "$R" \
+  --warmup 8 --contenders "${PLAIN_CONTENDERS:-ft_eager,ptv2_eager,ptv2_nopack,official_bf16,official}" "$@" 2>&1 | log
 part default
-want default && PYTHONPATH=/tmp/site:$PWD timeout "${DEFAULT_S:-300}" python3 -m benchmarks.train_speed \
+want default && PYTHONPATH=/tmp/site:$PWD timeout "${DEFAULT_S:-320}" python3 -m benchmarks.train_speed \
   --contender ptv2 --batches "$R/batches.pt" --json-out "$R/ptv2.json" ${DEFAULT_SETTINGS:+--only-settings "$DEFAULT_SETTINGS"} \
   2>&1 | log
 part peft
 want peft && PYTHONPATH=/tmp/site-peft:/tmp/site:$PWD timeout "${PEFT_S:-60}" python3 -m benchmarks.train_speed \
   --contender peft --batches "$R/batches.pt" --json-out "$R/peft.json" 2>&1 | log
+# after this checkout's parts: a call cut at its limit loses the compared commit's rows first
+part today
+if want today && [ -d .carry/baseline ]; then
+  (cd .carry/baseline && PYTHONPATH=/tmp/site timeout "${BASELINE_S:-80}" python3 scripts/bench_train.py \
+    --contenders ptv2 --shapes roberta-large --out "$PWD/../../$R/baseline") 2>&1 | log
+fi
 merge=()
 for f in "$R/ptv2.json" "$R/peft.json"; do [ -f "$f" ] && merge+=("$f"); done
 [ ${#merge[@]} -gt 0 ] && [ -f "$R/bench.json" ] && PYTHONPATH=/tmp/site:$PWD python3 -m benchmarks.train_speed --out "$R" --merge "${merge[@]}" 2>&1 | log

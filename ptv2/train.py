@@ -361,13 +361,28 @@ def synchronize(device: torch.device) -> None:
 
 def num_workers(cfg: DictConfig, device: torch.device) -> int:
     """Collation in worker processes keeps the GPU fed (auto: up to 4 per GPU process, one core left to the
-    loop; on the CPU they would compete with the model for the same cores)."""
+    loop; on the CPU they would compete with the model for the same cores). The cores are shared by the
+    torchrun processes of this host and by the jobs a local parallel sweep runs at once."""
     if cfg.train.num_workers != "auto":
         return int(cfg.train.num_workers)
     if device.type != "cuda":
         return 0
-    cores = len(os.sched_getaffinity(0)) // int(os.environ.get("LOCAL_WORLD_SIZE", 1))
-    return max(1, min(4, cores - 1))
+    sharing = int(os.environ.get("LOCAL_WORLD_SIZE", 1)) * parallel_sweep_jobs()
+    return max(1, min(4, len(os.sched_getaffinity(0)) // sharing - 1))
+
+
+def parallel_sweep_jobs() -> int:
+    """How many jobs of this sweep run at once on this host: the joblib launcher's n_jobs
+    (`hydra/launcher=parallel`; joblib reads n_jobs <= 0 as all cores but |n_jobs| - 1), else 1."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if not HydraConfig.initialized():
+        return 1
+    launcher = HydraConfig.get().get("launcher") or {}
+    if "joblib" not in str(launcher.get("_target_", "")).lower():
+        return 1
+    n_jobs = int(launcher.get("n_jobs") or 1)
+    return n_jobs if n_jobs > 0 else max(1, (os.cpu_count() or 1) + 1 + n_jobs)
 
 
 def device_name(device: torch.device) -> str:

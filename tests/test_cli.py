@@ -130,3 +130,28 @@ def test_auto_collation_workers_leave_a_core_per_gpu_process(monkeypatch):
     monkeypatch.setenv("LOCAL_WORLD_SIZE", "8")  # torchrun, 8 GPU processes on 16 cores
     assert num_workers(cfg, torch.device("cuda")) == 1
     assert num_workers(OmegaConf.create({"train": {"num_workers": 3}}), torch.device("cuda")) == 3
+
+
+def test_auto_collation_workers_share_the_cores_with_a_parallel_sweeps_jobs(monkeypatch):
+    import torch
+    from hydra.core.hydra_config import HydraConfig
+    from omegaconf import OmegaConf
+
+    from ptv2.train import num_workers
+
+    cfg = OmegaConf.create({"train": {"num_workers": "auto"}})
+    monkeypatch.setattr("os.sched_getaffinity", lambda _: set(range(16)))
+    monkeypatch.setattr("os.cpu_count", lambda: 16)
+    launcher = {"_target_": "hydra_plugins.hydra_joblib_launcher.joblib_launcher.JoblibLauncher", "n_jobs": 6}
+    hydra = HydraConfig.instance()
+    monkeypatch.setattr(hydra, "cfg", OmegaConf.create({"hydra": {"launcher": launcher}}))
+    assert num_workers(cfg, torch.device("cuda")) == 1  # 16 cores // 6 jobs - 1 for each job's loop
+    launcher["n_jobs"] = 2
+    monkeypatch.setattr(hydra, "cfg", OmegaConf.create({"hydra": {"launcher": launcher}}))
+    assert num_workers(cfg, torch.device("cuda")) == 4
+    launcher["n_jobs"] = -9  # joblib: all cores but 8, so 8 jobs
+    monkeypatch.setattr(hydra, "cfg", OmegaConf.create({"hydra": {"launcher": launcher}}))
+    assert num_workers(cfg, torch.device("cuda")) == 1
+    basic = {"_target_": "hydra._internal.core_plugins.basic_launcher.BasicLauncher"}  # one job at a time
+    monkeypatch.setattr(hydra, "cfg", OmegaConf.create({"hydra": {"launcher": basic}}))
+    assert num_workers(cfg, torch.device("cuda")) == 4
