@@ -56,7 +56,7 @@ part compare
 if want compare; then  # one process per code tree; COMPARE_SETTINGS picks the settings (default dist)
   S=${COMPARE_SETTINGS:-dist}
   [ -f "$R/batches.pt" ] || PYTHONPATH=/tmp/site:$PWD python3 -m benchmarks.train_speed --out "$R" --contenders "" \
-    --warmup 8 --settings "$S" 2>&1 | log
+    --warmup 8 ${COMPARE_STEPS:+--steps "$COMPARE_STEPS"} --settings "$S" 2>&1 | log
   for entry in ${COMPARE:-this}; do
     tree=${entry%%+*} knobs=(); [ "$entry" != "$tree" ] && IFS=+ read -ra knobs <<< "${entry#*+}"
     code=.carry/$tree; [ "$tree" = this ] && code=.
