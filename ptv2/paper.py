@@ -36,7 +36,7 @@ from ptv2.errors import UserError
 from ptv2.results import run_status
 
 REPORT = Path(__file__).resolve().parent / "report"
-REFERENCE_GPU = "H100"  # the GPU the per-token costs were measured on (paper_cost_backbones.csv)
+REFERENCE_GPU = "H200"  # the GPU the per-token costs were measured on (paper_cost_backbones.csv)
 RUN_OVERHEAD_S = 60.0  # ours: loading weights, encoding the data, checkpoints, per run
 EXPERIMENT = "+experiment=paper"
 

@@ -18,7 +18,7 @@ from ptv2 import paper
 from ptv2.cli import CONF_DIR
 from ptv2.results import run_dir, run_status
 
-SUMMARY = re.compile(r"^paper: ([\d,]+) runs? \(([\d,]+) done\), about ([\d.,]+) GPU-hours on an H100$", re.M)
+SUMMARY = re.compile(rf"^paper: ([\d,]+) runs? \(([\d,]+) done\), about ([\d.,]+) GPU-hours on an {paper.REFERENCE_GPU}$", re.M)
 
 
 def _summary(stdout: str) -> tuple[int, int, float]:
