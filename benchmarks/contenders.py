@@ -29,6 +29,8 @@ VARIANTS: dict[str, tuple[str, tuple[str, ...] | None]] = {
     "ptv2_eager": ("ptv2, no torch.compile", ("train.compile=false",)),
     "ptv2_nopack": ("ptv2, no packing, no compile (dynamic padding: the previous default path)",
                     ("train.packing=false", "train.compile=false")),
+    "ptv2_eager_lean": ("ptv2, no torch.compile, lean layer norms", ("train.compile=false", "train.lean_norms=true")),
+    "ptv2_lean_norms": ("ptv2, layer norms keep bf16 normalised inputs for backward", ("train.lean_norms=true",)),
     "ptv2_compile_default": ("ptv2, torch.compile without CUDA graphs", ("train.compile=true", "train.compile_mode=default")),
     "ft": ("full fine-tuning through ptv2's path (bf16 autocast, fp32 master weights)", ("method=ft",)),
     "ft_eager": ("full fine-tuning through ptv2's path, no torch.compile", ("method=ft", "train.compile=false")),

@@ -11,7 +11,8 @@
 #   mixed    mixed-prompt prediction (issue 23)
 #   compare  the ptv2 contender of code trees (COMPARE="name ... this": .carry/<name>, this checkout), each in
 #            its own process on the same saved batches: a change's before/after in one call; an entry
-#            tree+VAR=VALUE[+VAR=VALUE] runs that tree with those environment variables (Inductor's knobs)
+#            tree+VAR=VALUE[+VAR=VALUE] runs that tree with those environment variables (Inductor's knobs),
+#            tree/CONTENDER another ptv2 variant of benchmarks/contenders.py (e.g. this/ptv2_lean_norms)
 #   saved    what a step keeps for its backward pass, per token and layer (ptv2 vs FT)
 #   kernels  attention kernels and FFN compilation alone
 #   realrun  a real MiniLM CoNLL-2003 ptv2-train run's speed (also carry .carry/minilm, .carry/data.tar.gz)
@@ -59,16 +60,17 @@ if want compare; then  # one process per code tree; COMPARE_SETTINGS picks the s
     --warmup 8 ${COMPARE_STEPS:+--steps "$COMPARE_STEPS"} --settings "$S" 2>&1 | log
   for entry in ${COMPARE:-this}; do
     tree=${entry%%+*} knobs=(); [ "$entry" != "$tree" ] && IFS=+ read -ra knobs <<< "${entry#*+}"
+    contender=ptv2; [[ "$tree" == */* ]] && contender=${tree#*/} tree=${tree%%/*}
     code=.carry/$tree; [ "$tree" = this ] && code=.
     echo "== compare $entry at ${SECONDS} s" | log
     (cd "$code" && env "${knobs[@]}" PYTHONPATH=/tmp/site:$PWD timeout "${COMPARE_S:-150}" python3 -m benchmarks.train_speed \
-      --contender ptv2 --no-eval --only-settings "$S" --batches "$ROOT/$R/batches.pt" \
+      --contender "$contender" --no-eval --only-settings "$S" --batches "$ROOT/$R/batches.pt" \
       --json-out "$ROOT/$R/compare_${entry//[^A-Za-z0-9_]/_}.json") 2>&1 | log
   done
 fi
 part saved
-want saved && for n in ${SAVED_LENGTHS:-512}; do PYTHONPATH=/tmp/site:$PWD timeout 60 python3 -m benchmarks.saved_activations \
-  --length $n 2>&1 | tee -a "$R/saved_activations.txt" | log; done
+want saved && for n in ${SAVED_LENGTHS:-512}; do PYTHONPATH=/tmp/site:$PWD timeout "${SAVED_S:-60}" python3 -m benchmarks.saved_activations \
+  --length $n ${SAVED_CONTENDERS:+--contenders $SAVED_CONTENDERS} 2>&1 | tee -a "$R/saved_activations.txt" | log; done
 part realrun
 if want realrun; then  # needs .carry/minilm and .carry/data.tar.gz (real CoNLL-2003) carried as well
   mkdir -p /tmp/realrun-data && tar xzf .carry/data.tar.gz -C /tmp/realrun-data

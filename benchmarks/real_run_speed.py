@@ -67,7 +67,8 @@ def summarize(name: str, metrics: dict, wall: float, output: str) -> dict:
         "epoch_train_s": [e["train_s"] for e in epochs], "epoch_eval_s": [e.get("eval_s") for e in epochs],
         "compiler_messages": compiler[:8],
         "first_step_s": timing.get("first_step_s"), "first_eval_s": timing.get("first_eval_s"),
-        "packing": timing.get("packing"), "compiled": timing.get("compiled"),
+        "packing": timing.get("packing"), "compiled": timing.get("compiled"), "lean_norms": timing.get("lean_norms"),
+        "peak_memory_mb": timing.get("peak_memory_mb"),
         "dev_f1_per_epoch": [e["metrics"]["dev"]["f1"] for e in epochs], "device": timing.get("device"),
     }
 

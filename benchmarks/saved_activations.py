@@ -5,8 +5,9 @@ beyond the frozen weights.
     python -m benchmarks.saved_activations [--contenders ptv2_eager ft_eager] [--length 512]
     python -m benchmarks.saved_activations --quick          # CPU smoke run, tiny shape
 
-Each storage counts once (views share it); parameters are left out (they are in memory anyway). Eager
-contenders only: a compiled step's saved tensors live inside its graph.
+Each storage counts once (views share it); parameters are left out (they are in memory anyway). Two steps
+run before the counted one, so a compiled contender has compiled and recorded its graphs; the peak memory
+printed is the counted step's.
 """
 
 from __future__ import annotations
@@ -26,6 +27,11 @@ def saved_per_token(name: str, shape: dict, length: int, batch_size: int, device
     contender = contenders.build(name, shape, 16, device)
     spec = make_batches(11, batch_size, 1, {"fixed": (length, "fixed")}, shape["vocab"])["fixed"]
     batch = contender.prepare(spec["batches"][0], spec["max_length"])
+    for _ in range(2):
+        contender.step(batch)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
     storages: dict[int, tuple[str, int]] = {}
 
     def pack(tensor: torch.Tensor) -> torch.Tensor:
@@ -40,7 +46,8 @@ def saved_per_token(name: str, shape: dict, length: int, batch_size: int, device
     for group, size in storages.values():
         groups[group] += size
     scale = 1024 * batch_size * length * shape["layers"]
-    return {group: size / scale for group, size in groups.most_common()}
+    peak = torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None
+    return {group: size / scale for group, size in groups.most_common()}, peak
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -54,8 +61,9 @@ def main(argv: list[str] | None = None) -> None:
     shape = SHAPES["roberta-large"] | (QUICK_SIZES if args.quick else {})
     length, batch_size = (16, 2) if args.quick else (args.length, args.batch_size)
     for name in args.contenders:
-        groups = saved_per_token(name, shape, length, batch_size, device)
-        print(f"{name}, len{length}, batch {batch_size}: {sum(groups.values()):.2f} KB saved per token and layer")
+        groups, peak = saved_per_token(name, shape, length, batch_size, device)
+        print(f"{name}, len{length}, batch {batch_size}: {sum(groups.values()):.2f} KB saved per token and layer"
+              + (f", peak {peak:,.0f} MB" if peak else ""), flush=True)
         for group, kb in groups.items():
             print(f"  {kb:7.2f} KB  {group}")
 

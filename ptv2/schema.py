@@ -238,6 +238,7 @@ class Train(Strict):
     compile_mode: choice("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs") = "reduce-overhead"
     compile_min_steps: rule("an integer >= 0", lambda v: _is_int(v) and v >= 0) = 3000
     packing: AutoSwitch = "auto"
+    lean_norms: Bool = False
     pad_to_multiple_of: PositiveInt
     num_workers: Workers
     device: Text

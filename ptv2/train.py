@@ -274,6 +274,7 @@ class Trainer:
             "allreduce_share": state.allreduce_seconds / max(state.train_seconds, 1e-9),
             "packing": self.packing,
             "compiled": self.runner.enabled,
+            "lean_norms": self.runner.lean_norms,
             # what compiling (and first-use allocation) costs: the first step's and first evaluation's time
             "first_step_s": self.first_step_s,
             "first_eval_s": self.first_eval_s,

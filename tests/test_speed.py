@@ -1,4 +1,5 @@
-"""The fast paths compute what the plain path computes: packing (every head, prompts, FT) and compile."""
+"""The fast paths compute what the plain path computes: packing (every head, prompts, FT), compile and lean
+layer norms."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from ptv2.backbone import load_backbone
 from ptv2.cli import CONF_DIR
 from ptv2.data import BatchBuffer, collate, pack_rows, packed_rows
 from ptv2.inference import to_device
+from ptv2.lean_norm import lean_layer_norm, use_lean_layer_norms
 from ptv2.model import build_model
 from ptv2.prompts.attention import _PermutedRows, _unit_of, packed_sequences
 from ptv2.tasks.base import build_task
@@ -165,6 +167,48 @@ def test_compiled_training_follows_the_plain_loss_curve(tmp_path):
                        "train.compile_mode=default")
     for p, q in zip(plain, compiled, strict=True):
         assert q["train_loss"] == pytest.approx(p["train_loss"], rel=1e-5)
+
+
+def test_lean_layer_norms_follow_the_plain_loss_curve(tmp_path):
+    plain = _epochs(tmp_path / "plain", "train.lean_norms=false")
+    lean = _epochs(tmp_path / "lean", "train.lean_norms=true")
+    for p, q in zip(plain, lean, strict=True):
+        assert q["train_loss"] == pytest.approx(p["train_loss"], rel=1e-5)
+    metrics = json.loads(next((tmp_path / "lean").rglob("metrics.json")).read_text())
+    assert metrics["timing"]["lean_norms"] is True
+
+
+def _saved_bytes_and_grads(norm, x: torch.Tensor, weights: torch.Tensor) -> tuple[int, list[torch.Tensor]]:
+    kept = []
+    with torch.autograd.graph.saved_tensors_hooks(lambda t: kept.append(t.numel() * t.element_size()) or t, lambda t: t):
+        out = norm(x)
+    (out * weights).sum().backward()
+    return sum(kept), [t.grad for t in (x, norm.weight, norm.bias)]
+
+
+@pytest.mark.parametrize("kept_dtype", [torch.float32, torch.bfloat16])
+def test_lean_layer_norm_keeps_less_and_gives_the_same_forward_and_near_gradients(kept_dtype):
+    torch.manual_seed(0)
+    plain = torch.nn.LayerNorm(256)
+    torch.nn.init.normal_(plain.weight, 1.0, 0.3), torch.nn.init.normal_(plain.bias, 0.0, 0.3)
+    lean = torch.nn.LayerNorm(256)
+    lean.load_state_dict(plain.state_dict())
+    assert use_lean_layer_norms(torch.nn.Sequential(lean)) == 1 and list(lean.state_dict()) == ["weight", "bias"]
+    x, weights = (torch.randn(64, 256) * 3 + 1).requires_grad_(), torch.randn(64, 256)
+    plain_bytes, plain_grads = _saved_bytes_and_grads(plain, x, weights)
+    x_lean = x.detach().clone().requires_grad_()
+    if kept_dtype == torch.float32:  # the module's own path: no autocast on the CPU, nothing rounded
+        lean_bytes, lean_grads = _saved_bytes_and_grads(lean, x_lean, weights)
+        tolerance = 1e-5
+    else:  # what CUDA autocast does: fp32 compute, the normalised input kept in bf16
+        lean.forward = lambda t: lean_layer_norm(t, lean.weight, lean.bias, lean.eps, kept_dtype)[0]
+        lean_bytes, lean_grads = _saved_bytes_and_grads(lean, x_lean, weights)
+        tolerance = 1e-2
+        assert lean_bytes < 0.6 * plain_bytes  # the [64, 256] fp32 input became bf16
+    torch.testing.assert_close(lean(x_lean), plain(x))
+    for a, b in zip(plain_grads, lean_grads, strict=True):
+        assert (a - b).norm() <= tolerance * a.norm()
+    torch.library.opcheck(lean_layer_norm, (x.detach().requires_grad_(), lean.weight, lean.bias, lean.eps, kept_dtype))
 
 
 def test_packing_is_refused_where_it_cannot_work(tmp_path):
