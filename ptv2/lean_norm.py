@@ -63,8 +63,10 @@ class LeanLayerNorm(nn.LayerNorm):
         if (autocast and device != "cuda") or not (torch.is_grad_enabled() and (x.requires_grad or self.weight.requires_grad)):
             return super().forward(x)
         # kept as a bf16 matmul keeps its input: in the frozen backbone's dtype, else autocast's (else exact)
-        low = self.weight.dtype != torch.float32
-        kept = self.weight.dtype if low else torch.get_autocast_dtype(device) if autocast else x.dtype
+        if self.weight.dtype != torch.float32:
+            kept = self.weight.dtype
+        else:
+            kept = torch.get_autocast_dtype(device) if autocast else x.dtype
         bias = None if self.bias is None else self.bias.float()
         with torch.autocast(device, enabled=False):  # computed in fp32, as CUDA autocast runs layer norm
             out = lean_layer_norm(x.float(), self.weight.float(), bias, self.eps, kept)[0]

@@ -26,7 +26,7 @@ SCHEMA_VERSION = 2
 # the run's identity.
 _NOT_IDENTITY = (
     "results", "data.root", "model.path", "train.num_workers", "train.progress", "train.gpu_per_job", "train.compile",
-    "train.compile_mode", "train.lean_norms", "train.compile_min_steps", "train.pad_to_multiple_of", "train.logger", "hydra",
+    "train.compile_mode", "train.compile_min_steps", "train.lean_norms", "train.pad_to_multiple_of", "train.logger", "hydra",
 )
 # Keys added after runs existed: left out of the identity while null, so older runs keep their keys.
 _IDENTITY_IF_SET = ("prompt.init_from",)

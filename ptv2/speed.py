@@ -1,7 +1,9 @@
-"""The speed switches of a run: packing sequences into rows and compiling the model (CUDA graphs).
+"""The speed and memory switches of a run: packing sequences into rows, compiling the model (CUDA graphs)
+and lean layer norms.
 
-Neither changes what a run computes beyond floating-point rounding (tests/test_speed.py compares them
-with the plain path); both are off on the CPU unless asked for, where they would only cost compile time.
+None changes what a run computes beyond floating-point rounding (tests/test_speed.py compares them with
+the plain path); packing and compiling are off on the CPU unless asked for, where they would only cost
+compile time.
 
 - ``train.packing`` (auto | true | false): several sequences per ``pack_length``-token row
   (``ptv2.data.packed_rows``), so random batches of mixed lengths carry almost no padding. auto: on with
@@ -13,7 +15,7 @@ with the plain path); both are off on the CPU unless asked for, where they would
   says so once and goes on eagerly.
 - ``train.lean_norms`` (false | true): the backbone's layer norms keep their normalised input in bf16
   for the backward pass instead of their fp32 input (``ptv2.lean_norm``): 12-14% less peak memory on
-  roberta-large, 10-11% fewer tokens/s compiled (one opaque operator that Inductor cannot fuse;
+  roberta-large, 10-11% fewer tokens/s compiled (H200, 2026-12-04) (one opaque operator that Inductor cannot fuse;
   docs/performance.md), the gradient rounded as a bf16 matmul's is. Off by default: speed first.
 """
 
@@ -66,11 +68,11 @@ class ModelRunner:
         long_enough = steps is None or steps >= int(cfg.train.get("compile_min_steps", 0))
         enabled = (packing and device.type == "cuda" and long_enough) if self.auto else bool(value)
         mode = cfg.train.get("compile_mode", "reduce-overhead")
-        self.compiled: Callable | None = torch.compile(model, mode=None if mode == "default" else mode) if enabled else None
-        self._warm: set[bool] = set()  # model.training values already compiled
         self.lean_norms = bool(cfg.train.get("lean_norms", False))
         if self.lean_norms:
             use_lean_layer_norms(model)
+        self.compiled: Callable | None = torch.compile(model, mode=None if mode == "default" else mode) if enabled else None
+        self._warm: set[bool] = set()  # model.training values already compiled
 
     @property
     def enabled(self) -> bool:
